@@ -1,0 +1,1 @@
+"""Deep House Spy: who made this track?"""
