@@ -3,6 +3,7 @@
     SpyError                      code            HTTP
     ├── BadSource                 bad_source      400   not a link we understand
     │   ├── NotAllowed            not_allowed     400   a host outside the allowlist
+    │   ├── MissingFile           no_such_file    400   a local path that does not exist
     │   └── PlaylistRefused       playlist        400   a playlist / set without one track
     ├── FetchFailed               fetch_failed    502   the platform would not give us the audio
     │   ├── Private               private         422
@@ -33,7 +34,7 @@ Library errors are wrapped at the edge (`raise Undecodable(...) from exc`); one 
 from __future__ import annotations
 
 __all__ = [
-    "SpyError", "BadSource", "NotAllowed", "PlaylistRefused", "FetchFailed", "Private", "Removed",
+    "SpyError", "BadSource", "NotAllowed", "MissingFile", "PlaylistRefused", "FetchFailed", "Private", "Removed",
     "AgeRestricted", "GeoBlocked", "LiveStream", "BotCheck", "MediaTooLong", "DownloadTooLarge",
     "FetchTimeout", "BadAudio", "Undecodable", "TooShort", "AudioTooLong", "Silent", "NoModel",
     "EnrolError", "Busy", "Unauthorized", "BadRequest", "ClassifierUnavailable", "by_code",
@@ -64,6 +65,11 @@ class BadSource(SpyError):
 class NotAllowed(BadSource):
     code = "not_allowed"
     default_message = "I only fetch audio from YouTube and SoundCloud. Send the audio as a file instead."
+
+
+class MissingFile(BadSource):
+    code = "no_such_file"
+    default_message = "I can't find that file."
 
 
 class PlaylistRefused(BadSource):

@@ -1,0 +1,295 @@
+"""The artist head: train on stored slice embeddings, predict per slice, vote to a Verdict.
+
+A head is a small Keras network over the backbone's per-slice features (never the audio: the
+embeddings are cached in the index, so retraining never re-runs the backbone). Each trained head is
+a versioned artifact in `<data_dir>/models/<id>/`: `head.weights.h5` and `head.json` (labels,
+parameters, the backbone it expects, the feature normalisation, the calibrated "I don't know"
+threshold and a training summary). The classifier loads the active head at start and picks up a
+newly trained one on the next request, without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import errors, voting
+from .index import Dataset, Index
+from .pipeline import Analysis
+from .settings import Settings
+from .verdict import TimelinePoint, Verdict
+
+__all__ = ["HeadConfig", "Head", "fit", "train", "current_head", "verdict", "calibrate", "features_of"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class HeadConfig:
+    """Hyper-parameters of the artist head (stored with every trained model)."""
+
+    feature: str = "pooled"         # "pooled" (1506-d max/mean mid-end features) or "embedding" (200-d)
+    hidden: int = 256               # 0 = linear softmax
+    dropout: float = 0.5
+    l2: float = 1e-3
+    epochs: int = 40
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    balance: str = "artist"         # sample weights: "artist" (each artist weighs the same) or "none"
+    rule: str = "mean"              # song-level vote rule (voting.RULES)
+    noise: float = 0.1              # Gaussian noise on standardised inputs while training (augmentation)
+    seed: int = 0
+
+
+def features_of(feature: str, embedding: np.ndarray, pooled: np.ndarray | None) -> np.ndarray:
+    if feature == "embedding":
+        return embedding
+    if feature == "pooled":
+        if pooled is None:
+            raise ValueError("this head needs the pooled features")
+        return pooled
+    raise ValueError(f"unknown feature {feature!r}")
+
+
+def _build(n_in: int, n_out: int, cfg: HeadConfig):  # noqa: ANN202 - keras.Model
+    import keras
+
+    reg = keras.regularizers.l2(cfg.l2) if cfg.l2 else None
+    inp = keras.Input((n_in,))
+    x = keras.layers.GaussianNoise(cfg.noise)(inp) if cfg.noise else inp
+    if cfg.hidden:
+        x = keras.layers.Dropout(cfg.dropout / 2)(x)
+        x = keras.layers.Dense(cfg.hidden, activation="relu", kernel_regularizer=reg)(x)
+        x = keras.layers.Dropout(cfg.dropout)(x)
+    out = keras.layers.Dense(n_out, activation="softmax", kernel_regularizer=reg)(x)
+    return keras.Model(inp, out)
+
+
+@dataclass
+class Head:
+    """A trained artist head. `predict` maps per-slice backbone features to artist probabilities."""
+
+    id: str
+    labels: tuple[str, ...]
+    backbone: str
+    config: HeadConfig
+    mean: np.ndarray
+    scale: np.ndarray
+    model: Any
+    threshold: float = 0.0
+    created: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def arch(self) -> str:
+        return "head"
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """x : (n, d) raw features -> (n, n_artists) probabilities."""
+        if x.shape[0] == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        z = ((x - self.mean) / self.scale).astype(np.float32)
+        with self._lock:
+            return np.asarray(self.model(z, training=False), dtype=np.float32)
+
+    def predict_analysis(self, a: Analysis) -> np.ndarray:
+        return self.predict(features_of(self.config.feature, a.embedding, a.pooled))
+
+    # -- artifact -----------------------------------------------------------------------------------
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_weights(folder / "head.weights.h5")
+        meta = {
+            "format": FORMAT_VERSION, "id": self.id, "arch": self.arch, "labels": list(self.labels),
+            "backbone": self.backbone, "config": {k: getattr(self.config, k) for k in HeadConfig.__dataclass_fields__},
+            "mean": self.mean.tolist(), "scale": self.scale.tolist(), "threshold": self.threshold,
+            "created": self.created, "summary": self.summary,
+        }
+        tmp = folder / "head.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=1))
+        tmp.replace(folder / "head.json")
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> "Head":
+        meta = json.loads((folder / "head.json").read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise errors.NoModel(f"The trained model in {folder} has an unknown format; run `spy train` again.")
+        cfg = HeadConfig(**meta["config"])
+        mean = np.asarray(meta["mean"], dtype=np.float32)
+        model = _build(mean.shape[0], len(meta["labels"]), cfg)
+        model.load_weights(folder / "head.weights.h5")
+        return cls(meta["id"], tuple(meta["labels"]), meta["backbone"], cfg, mean,
+                   np.asarray(meta["scale"], dtype=np.float32), model, float(meta["threshold"]),
+                   meta.get("created", ""), meta.get("summary", {}))
+
+
+def fit(ds: Dataset, cfg: HeadConfig = HeadConfig(), *, verbose: int = 0) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Train a head's network on a dataset. Returns (keras model, feature mean, feature scale)."""
+    import keras
+
+    if len(ds.labels) < 2:
+        raise errors.EnrolError("Training needs at least two enrolled artists.")
+    x = features_of(cfg.feature, ds.embedding, ds.pooled).astype(np.float32)
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0) + 1e-3
+    z = (x - mean) / scale
+    keras.utils.set_random_seed(cfg.seed)
+    model = _build(z.shape[1], len(ds.labels), cfg)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="sparse_categorical_crossentropy")
+    if cfg.balance == "artist":
+        counts = np.bincount(ds.y, minlength=len(ds.labels)).astype(np.float64)
+        w = (len(ds.y) / (len(ds.labels) * counts))[ds.y]
+    else:
+        w = np.ones(len(ds.y))
+    model.fit(z, ds.y, sample_weight=w.astype(np.float32), epochs=cfg.epochs, batch_size=cfg.batch_size,
+              shuffle=True, verbose=verbose)
+    return model, mean.astype(np.float32), scale.astype(np.float32)
+
+
+def score_clip(head_predict: Any, x: np.ndarray, labels: Sequence[str], rule: str, k: int = 5) -> voting.Ranking:
+    return voting.rank(head_predict(x), labels, k=k, rule=rule)  # type: ignore[arg-type]
+
+
+def _query_chunks(ds: Dataset, seconds: float) -> list[tuple[int, np.ndarray]]:
+    """Consecutive non-overlapping `seconds`-long groups of slices per track: (artist, slice indices)."""
+    out = []
+    for t in np.unique(ds.track):
+        idx = np.flatnonzero(ds.track == t)
+        starts = ds.starts[idx]
+        lo = float(starts.min())
+        while True:
+            sel = idx[(starts >= lo) & (starts + 2.976 <= lo + seconds + 1e-6)]
+            if len(sel) < 3:
+                break
+            out.append((int(ds.y[sel[0]]), sel))
+            lo += seconds
+    return out
+
+
+def calibrate(ds: Dataset, cfg: HeadConfig, *, query_seconds: float = 30.0, folds: int = 3,
+              seed: int = 0) -> tuple[float, dict[str, float]]:
+    """Choose the "I don't know" threshold on held-out data from the training set itself.
+
+    Tracks are split into `folds` groups; each fold trains on the others and scores `query_seconds`
+    chunks of its held-out tracks. In each fold one artist in `folds` is also left out entirely, so
+    its chunks play the part of tracks by artists nobody enrolled. The threshold on the winner's
+    score is the one that minimises false accepts (wrong or non-enrolled winner accepted) plus false
+    rejects (right winner refused). Returns (threshold, rates).
+    """
+    rng = np.random.default_rng(seed)
+    tracks = np.unique(ds.track)
+    rng.shuffle(tracks)
+    fold_of = {int(t): i % folds for i, t in enumerate(tracks)}
+    artists = np.arange(len(ds.labels))
+    rng.shuffle(artists)
+    right, wrong = [], []
+    for f in range(folds):
+        unknown = set(int(a) for a in artists[f::folds][:max(1, len(artists) // (folds * 3))])
+        test_mask = np.array([fold_of[int(t)] == f for t in ds.track])
+        train_mask = ~test_mask & ~np.isin(ds.y, list(unknown))
+        kept = sorted(set(np.unique(ds.y[train_mask]).tolist()))
+        if len(kept) < 2:
+            continue
+        remap = {a: i for i, a in enumerate(kept)}
+        sub = Dataset(ds.embedding[train_mask], ds.pooled[train_mask], ds.starts[train_mask],
+                      np.array([remap[int(a)] for a in ds.y[train_mask]]), ds.track[train_mask],
+                      tuple(ds.labels[a] for a in kept))
+        model, mean, scale = fit(sub, cfg)
+        test = Dataset(ds.embedding[test_mask], ds.pooled[test_mask], ds.starts[test_mask], ds.y[test_mask],
+                       ds.track[test_mask], ds.labels)
+        x_all = features_of(cfg.feature, test.embedding, test.pooled)
+        for artist, sel in _query_chunks(test, query_seconds):
+            p = np.asarray(model(((x_all[sel] - mean) / scale).astype(np.float32), training=False))
+            r = voting.rank(p, sub.labels, k=1, rule=cfg.rule)  # type: ignore[arg-type]
+            c = r.candidates[0]
+            ok = artist in remap and c.label == ds.labels[artist]
+            (right if ok else wrong).append(c.score)
+    if not right or not wrong:
+        return 0.0, {"n_right": len(right), "n_wrong": len(wrong)}
+    r_arr, w_arr = np.array(right), np.array(wrong)
+    grid = np.unique(np.concatenate([r_arr, w_arr, [0.0]]))
+    costs = [(np.mean(w_arr >= t) + np.mean(r_arr < t), t) for t in grid]
+    _, best = min(costs)
+    rates = {"threshold": float(best), "false_accept": float(np.mean(w_arr >= best)),
+             "false_reject": float(np.mean(r_arr < best)), "n_right": len(right), "n_wrong": len(wrong)}
+    return float(best), rates
+
+
+def train(index: Index, settings: Settings, cfg: HeadConfig = HeadConfig(), *, backbone: str = "msd_musicnn",
+          split: str | None = None, calibrate_threshold: bool = True, activate: bool = True) -> Head:
+    """Train a head on everything enrolled (or one split), calibrate it, save it, register it."""
+    t0 = time.perf_counter()
+    ds = index.dataset(split=split)
+    if len(ds.labels) < 2:
+        raise errors.EnrolError(f"Training needs at least two enrolled artists; the index has {len(ds.labels)}. "
+                                "Enrol more with `spy enrol ARTIST FILES...`.")
+    model, mean, scale = fit(ds, cfg)
+    t_fit = time.perf_counter() - t0
+    threshold, rates = calibrate(ds, cfg) if calibrate_threshold else (0.0, {})
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    head_id = time.strftime("head-%Y%m%d-%H%M%S", time.gmtime()) + f"-{len(ds.labels)}a"
+    summary = {"artists": len(ds.labels), "tracks": int(len(np.unique(ds.track))), "slices": int(len(ds.y)),
+               "fit_seconds": round(t_fit, 2), "total_seconds": round(time.perf_counter() - t0, 2),
+               "calibration": rates}
+    head = Head(head_id, ds.labels, backbone, cfg, mean, scale, model, threshold, created, summary)
+    folder = head.save(settings.heads_dir / head_id)
+    index.register_model(head_id, arch=head.arch, path=folder, artists=len(ds.labels), summary=summary,
+                         activate=activate)
+    _cache.clear()
+    return head
+
+
+_cache: dict[str, Head] = {}
+_cache_lock = threading.Lock()
+
+
+def current_head(settings: Settings) -> Head | None:
+    """The active head from the registry (cached; a newly trained one is picked up on the next call)."""
+    if not settings.database.exists():
+        return None
+    with Index(settings.database) as index:
+        row = index.active_model()
+    if row is None:
+        return None
+    with _cache_lock:
+        head = _cache.get(row["id"])
+        if head is None:
+            folder = Path(row["path"])
+            if not (folder / "head.json").exists():
+                raise errors.NoModel(f"The active model {row['id']} is missing from {folder}; run `spy train` again.")
+            head = Head.load(folder)
+            _cache.clear()
+            _cache[row["id"]] = head
+        return head
+
+
+def verdict(head: Head, a: Analysis, display: str, hint: str | None = None, *, k: int = 5) -> Verdict:
+    """Vote the per-slice artist probabilities of an analysis into a Verdict."""
+    from . import genre
+
+    t0 = time.perf_counter()
+    probs = head.predict_analysis(a)
+    r = voting.rank(probs, head.labels, k=k, rule=head.config.rule)  # type: ignore[arg-type]
+    confidence = r.candidates[0].score if r.candidates else 0.0
+    g, _ = genre.genre_rankings({head.backbone: a.tags[head.backbone]}, {head.backbone: a.labels[head.backbone]},
+                                k_genres=3)
+    timings = dict(a.timings)
+    timings["head"] = round(time.perf_counter() - t0, 4)
+    return Verdict(
+        source=display, seconds=a.seconds, slices=a.n_slices, artists=r.candidates, confidence=confidence,
+        verdict="identified" if confidence >= head.threshold and r.candidates else "unknown",
+        genres=g.candidates, model_id=head.id, model_artists=len(head.labels), timings=timings,
+        vote_share=r.vote_share, start=a.offset_s, hint=hint,
+        timeline=tuple(TimelinePoint(float(t), head.labels[w]) for t, w in zip(a.starts_s, r.winners)),
+    )

@@ -1,0 +1,247 @@
+"""The operator's commands: enrol, artists, forget, train, eval, demo, bench (registered on `spy`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import errors
+from .settings import Settings
+
+__all__ = ["register"]
+
+ENROL_HOP_S = 1.5  # overlapping slices for training data: measured in README ("Levers")
+
+
+def _progress(total: int, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="track", file=sys.stderr, disable=not sys.stderr.isatty() or total < 2)
+
+
+def cmd_enrol(settings: Settings, args: argparse.Namespace) -> int:
+    from .backbone import Backbone
+    from .enrol import Report, enrol_items, items_from_manifest, items_from_sources
+    from .index import Index
+
+    pre = Report()
+    if args.from_corrections:
+        raise errors.EnrolError("Enrolling from corrections needs the history store (not built yet).")
+    if args.manifest:
+        if args.artist or args.sources:
+            raise errors.EnrolError("Give either --manifest FILE or ARTIST SOURCE..., not both.")
+        items = items_from_manifest(Path(args.manifest), pre, split=args.split)
+    else:
+        if not args.artist or not args.sources:
+            raise errors.EnrolError("Usage: spy enrol ARTIST FILE_OR_FOLDER_OR_LINK... (or spy enrol --manifest FILE.csv)")
+        items = items_from_sources(args.artist, args.sources, pre)
+    for p in pre.problems:
+        print(f"skipped: {p}", file=sys.stderr)
+    if not items:
+        print("Nothing to enrol.", file=sys.stderr)
+        return 1
+    backbone = Backbone.load("msd_musicnn")
+    bar = _progress(len(items), "enrolling")
+    t0 = time.perf_counter()
+
+    def on_item(o: Any) -> None:
+        bar.update(1)
+        if o.status != "added" or args.verbose:
+            bar.write(f"{o.status}: {o.item.where}: {o.message}", file=sys.stderr)
+
+    with Index(settings.database) as index, _link_fetcher(settings) as fetch:
+        report = enrol_items(items, index, backbone, settings, hop_s=ENROL_HOP_S, on_item=on_item, fetch=fetch)
+    bar.close()
+    secs = sum(o.track.duration_s for o in report.outcomes if o.status == "added" and o.track)
+    dt = time.perf_counter() - t0
+    print(f"Enrolled {report.count('added')} track(s) ({secs / 60:.1f} min of audio in {dt:.1f} s, "
+          f"{secs / max(dt, 1e-9):.0f}x real time); {report.count('duplicate')} already in; "
+          f"{report.count('failed')} failed; {len(pre.problems)} skipped.")
+    if report.count("added"):
+        print("Run `spy train` to update the model.")
+    return 0 if report.count("failed") == 0 and not pre.problems else 1
+
+
+@contextlib.contextmanager
+def _link_fetcher(settings: Settings) -> Iterator[Any]:
+    """A blocking `fetch(link) -> iterator of one path` for enrolling links (a longer window: 120 s)."""
+
+    def fetch(link: str) -> Iterator[Path]:
+        from .fetch import fetch_window
+        from .sources import find_source
+
+        source = find_source(link, extra_hosts=settings.fetch_extra_hosts)
+        with tempfile.TemporaryDirectory(prefix="spy-enrol-") as tmp:
+            yield fetch_window(source, settings, Path(tmp), window_s=120.0).path
+
+    yield fetch
+
+
+def cmd_artists(settings: Settings, args: argparse.Namespace) -> int:
+    from .index import Index
+
+    with Index(settings.database) as index:
+        rows = index.artists()
+        if not rows:
+            print("No artists enrolled yet. Enrol with: spy enrol ARTIST FILE_OR_FOLDER...")
+            return 0
+        print(f"{'artist':32s} {'tracks':>6s} {'minutes':>8s}")
+        for r in rows:
+            print(f"{r.name:32s} {r.tracks:6d} {r.minutes:8.1f}")
+            if args.tracks:
+                for t in index.tracks(r.name):
+                    print(f"    #{t.id:<5d} {t.title[:40]:40s} {t.duration_s / 60:5.1f} min  {t.content_hash[:10]}")
+        model = index.active_model()
+        print(f"\n{sum(r.tracks for r in rows)} tracks, {len(rows)} artists. "
+              + (f"Active model: {model['id']} ({model['artists']} artists)." if model else "No model trained yet: run `spy train`."))
+    return 0
+
+
+def cmd_forget(settings: Settings, args: argparse.Namespace) -> int:
+    from .index import Index
+
+    with Index(settings.database) as index:
+        what, n = index.forget(args.what)
+    print(f"Removed {what} ({n} track(s)). Run `spy train` to update the model.")
+    return 0
+
+
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    from . import artists
+    from .index import Index
+
+    if args.arch != "head":
+        raise errors.EnrolError("Only --arch head is available in this build (see README: seedcnn).")
+    t0 = time.perf_counter()
+    with Index(settings.database) as index:
+        head = artists.train(index, settings, artists.HeadConfig(epochs=args.epochs))
+    cal = head.summary.get("calibration", {})
+    print(f"Trained {head.id}: {len(head.labels)} artists, {head.summary['slices']} slices, "
+          f"{time.perf_counter() - t0:.1f} s. \"I don't know\" below {head.threshold:.2f} "
+          f"(held-out: false accept {cal.get('false_accept', 0):.2f}, false reject {cal.get('false_reject', 0):.2f}).")
+    return 0
+
+
+def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    from . import artists
+    from .evaluate import confusion_png, evaluate
+
+    cfg = artists.HeadConfig()
+    say = (lambda s: print(s, file=sys.stderr)) if args.verbose else (lambda s: None)
+    res = evaluate(Path(args.manifest), settings, query_seconds=args.query_seconds, train_seconds=args.train_seconds,
+                   cfg=cfg, cache_db=Path(args.cache) if args.cache else None, log_line=say)
+    png = confusion_png(res, Path(args.confusion))
+    if args.json:
+        print(json.dumps({**res.to_dict(), "confusion_png": str(png)}, indent=2))
+        return 0
+    print(f"{res.n_test_tracks} test tracks, {res.n_artists} artists, {res.query_seconds:.0f}-s queries "
+          f"from the middle, vote rule {res.rule}")
+    print(f"song top-1 {res.top1:.3f}   top-5 {res.top5:.3f}   macro top-1 {res.macro_top1:.3f}   "
+          f"slice top-1 {res.slice_top1:.3f}")
+    print(f"\"I don't know\" threshold {res.threshold:.2f} (calibrated on training tracks): false accept "
+          f"{res.false_accept:.2f}, false reject {res.false_reject:.2f}, non-enrolled artists accepted "
+          f"{res.unknown_false_accept:.2f}")
+    print(f"\n{'artist':32s} {'tracks':>6s} {'top1':>5s} {'top5':>5s}")
+    for p in res.per_artist:
+        print(f"{p['artist'][:32]:32s} {p['tracks']:6d} {p['top1']:5.2f} {p['top5']:5.2f}")
+    for p in res.problems:
+        print(f"problem: {p}", file=sys.stderr)
+    print(f"\nconfusion matrix: {png}   time: " + ", ".join(f"{k} {v:.0f} s" for k, v in res.timings.items())
+          + f", total {res.seconds:.0f} s")
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Offline demo: generate five procedural 'artists', enrol, train, then identify a held-out track."""
+    from . import artists, demo
+    from .backbone import Backbone
+    from .cli import render_genre, render_identify
+    from .client import LocalClassifier, Query
+    from .enrol import enrol_items, items_from_sources, Report
+    from .index import Index
+
+    folder = settings.data_dir / "demo"
+    settings = settings.replace(db_path=folder / "demo.sqlite3", data_dir=folder)
+    print(f"Generating a small library of procedural music in {folder} (deterministic, nothing downloaded)...")
+    library = demo.demo_library(folder / "audio")
+    backbone = Backbone.load("msd_musicnn")
+    t0 = time.perf_counter()
+    with Index(settings.database) as index:
+        for artist, paths in library.items():
+            rep = enrol_items(items_from_sources(artist, [str(p) for p in paths], Report()), index, backbone,
+                              settings, hop_s=ENROL_HOP_S)
+            print(f"  enrolled {artist}: {rep.count('added')} new, {rep.count('duplicate')} already in")
+        head = artists.train(index, settings, artists.HeadConfig(epochs=60))
+    print(f"Trained {head.id} on {len(head.labels)} artists in {time.perf_counter() - t0:.1f} s.\n")
+    heldout = folder / "audio" / "heldout" / "deep-pulse.wav"
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with LocalClassifier(settings) as clf:
+            q = Query(path=heldout, label="held-out track by 'Deep Pulse'")
+            return (await clf.identify(q)).to_dict(), (await clf.genre(q)).to_dict()
+
+    ident, gen = asyncio.run(run())
+    print("$ spy identify " + str(heldout))
+    print(render_identify(ident))
+    print("\n$ spy genre " + str(heldout))
+    print(render_genre(gen))
+    return 0
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    import runpy
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_pipeline.py"
+    if not script.exists():
+        raise errors.SpyError("bench/bench_pipeline.py is not in this installation.")
+    sys.argv = [str(script)] + (["--quick"] if args.quick else [])
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def register(sub: Any) -> None:
+    sp = sub.add_parser("enrol", help="add an artist's tracks to the index")
+    sp.add_argument("artist", nargs="?", help="artist name")
+    sp.add_argument("sources", nargs="*", help="files, folders or links")
+    sp.add_argument("--manifest", help="CSV with columns artist,path (optional split,title)")
+    sp.add_argument("--split", help="with --manifest: only rows of this split")
+    sp.add_argument("--from-corrections", action="store_true", help="enrol corrected clips from chat history")
+    sp.add_argument("-v", "--verbose", action="store_true")
+    sp.set_defaults(func=cmd_enrol)
+
+    sp = sub.add_parser("artists", help="list enrolled artists")
+    sp.add_argument("--tracks", action="store_true", help="list each artist's tracks")
+    sp.set_defaults(func=cmd_artists)
+
+    sp = sub.add_parser("forget", help="remove an artist or a track (id, title or hash prefix)")
+    sp.add_argument("what")
+    sp.set_defaults(func=cmd_forget)
+
+    sp = sub.add_parser("train", help="train the artist model on the enrolled tracks")
+    sp.add_argument("--arch", default="head", choices=["head", "seedcnn"])
+    sp.add_argument("--epochs", type=int, default=40)
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("eval", help="train on split=train, measure on split=test (temporary index)")
+    sp.add_argument("--manifest", required=True)
+    sp.add_argument("--query-seconds", type=float, default=30.0)
+    sp.add_argument("--train-seconds", type=float, default=None, help="seconds per training track (default: whole)")
+    sp.add_argument("--confusion", default="eval-confusion.png", help="where to write the confusion-matrix PNG")
+    sp.add_argument("--cache", default=None, help=argparse.SUPPRESS)
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("-v", "--verbose", action="store_true")
+    sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("demo", help="offline demo on generated music: enrol, train, identify")
+    sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("bench", help="time the pipeline on generated audio")
+    sp.add_argument("--quick", action="store_true")
+    sp.set_defaults(func=cmd_bench)
