@@ -58,6 +58,10 @@ class Settings:
     """Fetches running at once per process."""
     fetch_extra_hosts: tuple[str, ...] = ()
     """Extra `host:port` media hosts allowed (generic extractor only for these). Env: SPY_FETCH_EXTRA_HOSTS."""
+    fetch_proxy_url: str = ""
+    """Upstream `http://host:port` proxy for YouTube/SoundCloud fetches (extra hosts stay direct); empty = direct.
+    Every fetch already runs through a per-job loopback proxy that enforces the host allowlist and byte cap;
+    this is where that proxy forwards to. Env: SPY_FETCH_PROXY_URL."""
 
     # --- classifier service / client ----------------------------------------------------------
     classifier_url: str = ""
