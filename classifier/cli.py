@@ -80,7 +80,7 @@ def _pct(x: float) -> str:
 
 def render_genre(d: dict[str, Any]) -> str:
     lines = [f"{d['source']}  ·  {d['seconds']:.1f} s, {d['slices']} slices"]
-    lines.append("Genres:      " + " · ".join(f"{g['label']} {_pct(g['score'])} ({g['votes']} votes)" for g in d["genres"]))
+    lines.append("Genres:      " + " · ".join(f"{g['label']} {_pct(g['score'])} ({g['votes']} vote{'' if g['votes'] == 1 else 's'})" for g in d["genres"]))
     lines.append("Descriptors: " + " · ".join(f"{g['label']} {_pct(g['score'])}" for g in d["descriptors"]))
     if d.get("hint"):
         lines.append(d["hint"])

@@ -117,11 +117,20 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from . import artists
     from .index import Index
 
-    if args.arch != "head":
-        raise errors.EnrolError("Only --arch head is available in this build (see README: seedcnn).")
     t0 = time.perf_counter()
+    if args.arch == "seedcnn":
+        from . import seedcnn
+
+        with Index(settings.database) as index:
+            tracks = [(t.artist, Path(t.source)) for t in index.tracks()]
+            head = seedcnn.train_from_tracks(tracks, settings.heads_dir, seedcnn.SeedConfig(epochs=args.epochs or 12))
+            index.register_model(head.id, arch="seedcnn", path=settings.heads_dir / head.id,
+                                 artists=len(head.labels), summary=head.summary, activate=False)
+        print(f"Trained {head.id} ({head.summary['slices']} slices, {time.perf_counter() - t0:.0f} s) and saved it "
+              "for comparison. It is not activated: the embedding head measured better (README, 'Artist model').")
+        return 0
     with Index(settings.database) as index:
-        head = artists.train(index, settings, artists.HeadConfig(epochs=args.epochs))
+        head = artists.train(index, settings, artists.HeadConfig(epochs=args.epochs or 40))
     cal = head.summary.get("calibration", {})
     print(f"Trained {head.id}: {len(head.labels)} artists, {head.summary['slices']} slices, "
           f"{time.perf_counter() - t0:.1f} s. \"I don't know\" below {head.threshold:.2f} "
@@ -131,12 +140,15 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from . import artists
-    from .evaluate import confusion_png, evaluate
+    from .evaluate import confusion_png, evaluate, evaluate_seedcnn
 
-    cfg = artists.HeadConfig()
     say = (lambda s: print(s, file=sys.stderr)) if args.verbose else (lambda s: None)
-    res = evaluate(Path(args.manifest), settings, query_seconds=args.query_seconds, train_seconds=args.train_seconds,
-                   cfg=cfg, cache_db=Path(args.cache) if args.cache else None, log_line=say)
+    if args.arch == "seedcnn":
+        res = evaluate_seedcnn(Path(args.manifest), settings, query_seconds=args.query_seconds, log_line=say)
+    else:
+        res = evaluate(Path(args.manifest), settings, query_seconds=args.query_seconds,
+                       train_seconds=args.train_seconds, cfg=artists.HeadConfig(),
+                       cache_db=Path(args.cache) if args.cache else None, log_line=say)
     png = confusion_png(res, Path(args.confusion))
     if args.json:
         print(json.dumps({**res.to_dict(), "confusion_png": str(png)}, indent=2))
@@ -226,13 +238,14 @@ def register(sub: Any) -> None:
 
     sp = sub.add_parser("train", help="train the artist model on the enrolled tracks")
     sp.add_argument("--arch", default="head", choices=["head", "seedcnn"])
-    sp.add_argument("--epochs", type=int, default=40)
+    sp.add_argument("--epochs", type=int, default=None, help="training epochs (default: 40 for head, 12 for seedcnn)")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("eval", help="train on split=train, measure on split=test (temporary index)")
     sp.add_argument("--manifest", required=True)
     sp.add_argument("--query-seconds", type=float, default=30.0)
     sp.add_argument("--train-seconds", type=float, default=None, help="seconds per training track (default: whole)")
+    sp.add_argument("--arch", default="head", choices=["head", "seedcnn"])
     sp.add_argument("--confusion", default="eval-confusion.png", help="where to write the confusion-matrix PNG")
     sp.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     sp.add_argument("--json", action="store_true")
@@ -245,3 +258,24 @@ def register(sub: Any) -> None:
     sp = sub.add_parser("bench", help="time the pipeline on generated audio")
     sp.add_argument("--quick", action="store_true")
     sp.set_defaults(func=cmd_bench)
+
+    def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+        """Run the classifier service (an aiohttp API) until SIGINT/SIGTERM."""
+        from .service import serve
+
+        serve(settings, host=args.host, port=args.port)
+        return 0
+
+    sp = sub.add_parser("serve", help="run the classifier as an HTTP service (for GPU hosts; bots use CLASSIFIER_URL)")
+    sp.add_argument("--host", default=None, help="address to bind (default: SPY_SERVE_HOST or 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=None, help="port (default: SPY_SERVE_PORT or 8080)")
+    sp.set_defaults(func=cmd_serve)
+
+    def cmd_bot(settings: Settings, args: argparse.Namespace) -> int:
+        """Run the chat bots (bot/__main__.py) until SIGINT/SIGTERM."""
+        from bot.__main__ import serve
+
+        return serve(settings)
+
+    sp = sub.add_parser("bot", help="run the chat bots (TELEGRAM_TOKEN and/or DISCORD_TOKEN)")
+    sp.set_defaults(func=cmd_bot)
