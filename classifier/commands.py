@@ -279,3 +279,29 @@ def register(sub: Any) -> None:
 
     sp = sub.add_parser("bot", help="run the chat bots (TELEGRAM_TOKEN and/or DISCORD_TOKEN)")
     sp.set_defaults(func=cmd_bot)
+
+    def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+        """Write the backbones (and, with --with-head, the active artist head) as SavedModels for TF Serving."""
+        from . import artists
+        from .export import HEAD_SIGNATURE, SIGNATURE, export_models
+
+        head = None
+        if args.with_head:
+            head = artists.current_head(settings)
+            if head is None:
+                raise errors.NoModel("No trained artist model to export: run `spy train` first.")
+        out = Path(args.out) if args.out else settings.data_dir / "export"
+        for path in export_models(args.model or ["msd_musicnn", "mtt_musicnn"], out, version=args.version, head=head):
+            stacked = head is not None and path.parent.name == head.backbone
+            print(f"{path}  signatures: {SIGNATURE}" + (f", {HEAD_SIGNATURE} (head {head.id})" if stacked else ""))
+        print(f"Serve with TensorFlow Serving: --model_base_path={out.resolve()}/<model> (docs/deployment.md).")
+        return 0
+
+    sp = sub.add_parser("export", help="write the network as a TensorFlow SavedModel for TensorFlow Serving")
+    sp.add_argument("--out", default=None, help="model base folder (default: <SPY_DATA_DIR>/export)")
+    sp.add_argument("--model", action="append", choices=["msd_musicnn", "mtt_musicnn"],
+                    help="backbone to export (repeatable; default: both)")
+    sp.add_argument("--version", type=int, default=None, help="version number (default: the next free one)")
+    sp.add_argument("--with-head", action="store_true",
+                    help="also stack the active artist head on its backbone (signature 'artists')")
+    sp.set_defaults(func=cmd_export)

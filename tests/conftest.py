@@ -75,3 +75,23 @@ def trained(tmp_path_factory: pytest.TempPathFactory, demo_lib, backbone):  # no
             enrol_items(items_from_sources(artist, [str(p) for p in paths], Report()), index, backbone, s, hop_s=1.5)
         artists.train(index, s, artists.HeadConfig(epochs=30))
     return s
+
+
+@pytest.fixture(scope="session")
+def trained5(tmp_path_factory: pytest.TempPathFactory, backbone):  # noqa: ANN001, ANN201
+    """Settings with an active head over all five procedural artists (`demo.STYLES`), for front ends that
+    show a top-5. Cheap on purpose: one 15-s track per artist and no threshold calibration (threshold 0,
+    so a verdict always names someone); `trained` is the realistic one."""
+    from classifier import artists
+    from classifier.enrol import Report, enrol_items, items_from_sources
+    from classifier.index import Index
+
+    d = tmp_path_factory.mktemp("trained5")
+    s = Settings(data_dir=d, batch_size=16)
+    with Index(s.database) as index:
+        for artist in demo.STYLES:
+            slug = artist.lower().replace(" ", "-")
+            path = demo.write_wav(d / "lib" / f"{slug}.wav", demo.render(artist, 15.0, seed=0))
+            enrol_items(items_from_sources(artist, [str(path)], Report()), index, backbone, s, hop_s=1.5)
+        artists.train(index, s, artists.HeadConfig(epochs=30), calibrate_threshold=False)
+    return s
