@@ -1,4 +1,4 @@
-"""The operator's commands: enrol, artists, forget, train, eval, demo, bench (registered on `spy`)."""
+"""The operator's commands: enrol, artists, forget, train, eval, demo, bench, corrections, history (on `spy`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from . import errors
 from .settings import Settings
@@ -32,9 +32,17 @@ def cmd_enrol(settings: Settings, args: argparse.Namespace) -> int:
     from .index import Index
 
     pre = Report()
+    corrected: dict[Any, int] = {}          # Item -> the history record it comes from
+    windows: dict[str, tuple[float, float]] = {}
     if args.from_corrections:
-        raise errors.EnrolError("Enrolling from corrections needs the history store (not built yet).")
-    if args.manifest:
+        if args.manifest:
+            raise errors.EnrolError("Give either --from-corrections [ID...] or --manifest FILE, not both.")
+        wanted = [args.artist, *args.sources] if args.artist else []
+        items, corrected, windows = _items_from_corrections(settings, wanted, pre)
+        if not items and not pre.problems:
+            print("No corrected links waiting to be enrolled (spy corrections lists them).", file=sys.stderr)
+            return 0
+    elif args.manifest:
         if args.artist or args.sources:
             raise errors.EnrolError("Give either --manifest FILE or ARTIST SOURCE..., not both.")
         items = items_from_manifest(Path(args.manifest), pre, split=args.split)
@@ -56,9 +64,11 @@ def cmd_enrol(settings: Settings, args: argparse.Namespace) -> int:
         if o.status != "added" or args.verbose:
             bar.write(f"{o.status}: {o.item.where}: {o.message}", file=sys.stderr)
 
-    with Index(settings.database) as index, _link_fetcher(settings) as fetch:
+    with Index(settings.database) as index, _link_fetcher(settings, windows) as fetch:
         report = enrol_items(items, index, backbone, settings, hop_s=ENROL_HOP_S, on_item=on_item, fetch=fetch)
     bar.close()
+    if corrected:
+        _mark_enrolled(settings, report, corrected)
     secs = sum(o.track.duration_s for o in report.outcomes if o.status == "added" and o.track)
     dt = time.perf_counter() - t0
     print(f"Enrolled {report.count('added')} track(s) ({secs / 60:.1f} min of audio in {dt:.1f} s, "
@@ -70,18 +80,132 @@ def cmd_enrol(settings: Settings, args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _link_fetcher(settings: Settings) -> Iterator[Any]:
-    """A blocking `fetch(link) -> iterator of one path` for enrolling links (a longer window: 120 s)."""
+def _link_fetcher(settings: Settings, windows: Mapping[str, tuple[float, float]] | None = None) -> Iterator[Any]:
+    """A blocking `fetch(link) -> iterator of one path` for enrolling links (a longer window: 120 s).
+
+    `windows`: links to fetch at exactly `(start_s, seconds)` instead (corrected clips: the window the chat
+    heard, and no more, since past it a DJ mix may already play the next artist).
+    """
 
     def fetch(link: str) -> Iterator[Path]:
         from .fetch import fetch_window
         from .sources import find_source
 
         source = find_source(link, extra_hosts=settings.fetch_extra_hosts)
+        window_s = 120.0
+        if windows and link in windows:
+            start_s, window_s = windows[link]
+            source = source.with_start(start_s)
         with tempfile.TemporaryDirectory(prefix="spy-enrol-") as tmp:
-            yield fetch_window(source, settings, Path(tmp), window_s=120.0).path
+            yield fetch_window(source, settings, Path(tmp), window_s=window_s).path
 
     yield fetch
+
+
+def _items_from_corrections(settings: Settings, wanted: list[str], report: Any
+                            ) -> tuple[list[Any], dict[Any, int], dict[str, tuple[float, float]]]:
+    """Enrolment items for corrected history records: all pending ones, or the record ids in `wanted`.
+
+    Links are re-fetched at the analysed window; voice notes and files are reported ("audio not kept"),
+    as are ids that are not corrections and records already enrolled.
+    """
+    from bot.history import AUDIO_NOT_KEPT, Store
+
+    from .enrol import Item
+
+    ids: list[int] = []
+    for raw in wanted:
+        if not raw.lstrip("#").isdigit():
+            raise errors.EnrolError(f"{raw!r} is not a history record id. Usage: spy enrol --from-corrections [ID...] "
+                                    "(spy corrections lists them).")
+        ids.append(int(raw.lstrip("#")))
+    with Store(settings.database) as store:
+        records = store.corrections(ids=ids or None, pending=not ids)
+    missing = sorted(set(ids) - {r.id for r in records})
+    report.problems += [f"history #{i}: no correction with this id" for i in missing]
+    items: list[Any] = []
+    corrected: dict[Any, int] = {}
+    windows: dict[str, tuple[float, float]] = {}
+    for r in records:
+        where = f"history #{r.id} ({r.platform} {r.chat})"
+        if r.enrolled_track is not None:
+            print(f"skipped: {where}: already enrolled as track #{r.enrolled_track}", file=sys.stderr)
+        elif not r.is_link:
+            print(f"skipped: {where}: {r.source}: {AUDIO_NOT_KEPT}", file=sys.stderr)
+        else:
+            item = Item(r.correction or "", None, link=r.source, title=f"history #{r.id}", where=where)
+            items.append(item)
+            corrected[item] = r.id
+            windows[r.source] = (r.start_s, r.seconds)
+    return items, corrected, windows
+
+
+def _mark_enrolled(settings: Settings, report: Any, corrected: dict[Any, int]) -> None:
+    """Note on each history record which track its clip became, so a later run does not enrol it again."""
+    from bot.history import Store
+
+    done = [(corrected[o.item], o.track.id) for o in report.outcomes
+            if o.item in corrected and o.status in ("added", "duplicate") and o.track is not None]
+    with Store(settings.database) as store:
+        for record_id, track_id in done:
+            store.mark_enrolled(record_id, track_id)
+    if done:
+        print(f"{len(done)} correction(s) marked as enrolled.")
+
+
+def cmd_corrections(settings: Settings, args: argparse.Namespace) -> int:
+    """List the corrections members made, with whether their audio can be enrolled."""
+    from bot.history import AUDIO_NOT_KEPT, Store
+
+    with Store(settings.database) as store:
+        records = store.corrections(platform=args.platform, chat=args.chat, pending=args.pending)
+    if not records:
+        print("No corrections" + (" waiting" if args.pending else "") + " yet.")
+        return 0
+    print(f"{'id':>5s}  {'corrected (UTC)':16s}  {'chat':24s}  {'answered':24s}  {'correction':24s}  audio")
+    for r in records:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.corrected_at or r.created))
+        said = f"{r.winner or '?'} {100 * r.confidence:.0f}%" + ("" if r.verdict == "identified" else " (unknown)")
+        if r.enrolled_track is not None:
+            audio = f"enrolled as track #{r.enrolled_track}"
+        elif r.is_link:
+            audio = f"{r.source} ({r.seconds:.0f} s)"
+        else:
+            audio = f"{r.source}: {AUDIO_NOT_KEPT}"
+        print(f"{r.id:5d}  {when:16s}  {(r.platform + ' ' + r.chat)[:24]:24s}  {said[:24]:24s}  "
+              f"{(r.correction or '')[:24]:24s}  {audio}")
+    pending = [r for r in records if r.enrolled_track is None and r.is_link]
+    print(f"\n{len(records)} correction(s); {len(pending)} link(s) can be enrolled: "
+          "spy enrol --from-corrections [ID...], then spy train.")
+    return 0
+
+
+def cmd_history_export(settings: Settings, args: argparse.Namespace) -> int:
+    """Write one chat's history as CSV (stdout, or --out FILE)."""
+    from bot.history import Store
+
+    with Store(settings.database) as store:
+        if args.platform is None or args.chat is None:
+            chats = store.chats()
+            print("Which chat? Usage: spy history export PLATFORM CHAT [--out FILE]", file=sys.stderr)
+            for platform, chat, n, last in chats:
+                print(f"  {platform} {chat}  ({n} record(s), last {time.strftime('%Y-%m-%d', time.gmtime(last))})",
+                      file=sys.stderr)
+            if not chats:
+                print("  (no history yet)", file=sys.stderr)
+            return 2
+        n = store.count(args.platform, args.chat)
+        if n == 0:
+            print(f"No history for {args.platform} chat {args.chat} (spy history export lists the chats).",
+                  file=sys.stderr)
+            return 1
+        if args.out:
+            with open(args.out, "w", newline="", encoding="utf-8") as f:
+                n = store.export_csv(args.platform, args.chat, f)
+            print(f"Wrote {n} record(s) to {args.out}.", file=sys.stderr)
+        else:
+            n = store.export_csv(args.platform, args.chat, sys.stdout)
+    return 0
 
 
 def cmd_artists(settings: Settings, args: argparse.Namespace) -> int:
@@ -220,13 +344,28 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     sp = sub.add_parser("enrol", help="add an artist's tracks to the index")
-    sp.add_argument("artist", nargs="?", help="artist name")
-    sp.add_argument("sources", nargs="*", help="files, folders or links")
+    sp.add_argument("artist", nargs="?", help="artist name (with --from-corrections: a history record id)")
+    sp.add_argument("sources", nargs="*", help="files, folders or links (with --from-corrections: more record ids)")
     sp.add_argument("--manifest", help="CSV with columns artist,path (optional split,title)")
     sp.add_argument("--split", help="with --manifest: only rows of this split")
-    sp.add_argument("--from-corrections", action="store_true", help="enrol corrected clips from chat history")
+    sp.add_argument("--from-corrections", action="store_true",
+                    help="enrol the corrected links from chat history (all waiting ones, or the IDs given as arguments)")
     sp.add_argument("-v", "--verbose", action="store_true")
     sp.set_defaults(func=cmd_enrol)
+
+    sp = sub.add_parser("corrections", help="list the corrections chat members made (spy enrol --from-corrections)")
+    sp.add_argument("--platform", default=None, help="only this platform (telegram, discord)")
+    sp.add_argument("--chat", default=None, help="only this chat (as `spy history export` lists them)")
+    sp.add_argument("--pending", action="store_true", help="only those not enrolled yet")
+    sp.set_defaults(func=cmd_corrections)
+
+    sp = sub.add_parser("history", help="the bots' chat history")
+    hist = sp.add_subparsers(dest="history_command", required=True)
+    sp = hist.add_parser("export", help="write one chat's history as CSV (without a chat: list the chats)")
+    sp.add_argument("platform", nargs="?", help="telegram or discord")
+    sp.add_argument("chat", nargs="?", help="the chat id")
+    sp.add_argument("--out", "-o", default=None, help="CSV file to write (default: standard output)")
+    sp.set_defaults(func=cmd_history_export)
 
     sp = sub.add_parser("artists", help="list enrolled artists")
     sp.add_argument("--tracks", action="store_true", help="list each artist's tracks")

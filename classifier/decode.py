@@ -57,12 +57,31 @@ def _check_path(path: Path) -> None:
         raise errors.Undecodable("That file is empty.", detail=str(path))
 
 
+_probed: dict[tuple[str, int, int, int], float | None] = {}
+_probed_lock = threading.Lock()
+
+
 def probe_duration(path: Path, *, timeout_s: float = 30.0) -> float | None:
     """Container duration in seconds from ffprobe, or None when the container does not say.
 
-    Cheap (reads headers only), so long files are refused before a single sample is decoded.
+    Cheap (reads headers only), so long files are refused before a single sample is decoded. Remembered
+    per (path, inode, size, mtime): one analysis asks up to three times, and each ffprobe costs ~80 ms CPU.
     """
     _check_path(path)
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    with _probed_lock:
+        if key in _probed:
+            return _probed[key]
+    duration = _probe(path, timeout_s)
+    with _probed_lock:
+        if len(_probed) >= 256:
+            _probed.pop(next(iter(_probed)))
+        _probed[key] = duration
+    return duration
+
+
+def _probe(path: Path, timeout_s: float) -> float | None:
     ffprobe = shutil.which("ffprobe")
     if ffprobe is None:
         return None

@@ -25,6 +25,9 @@
     ├── Busy                      busy            429   rate limit or full queue (has retry_after_s)
     ├── Unauthorized              unauthorized    401
     ├── BadRequest                bad_request     400   malformed API request
+    │   ├── BodyTooLarge          body_too_large  413   a request body over the service's max_body_bytes
+    │   └── UnsupportedMedia      unsupported_media 415 a content type the service does not take
+    ├── DeadlineExceeded          deadline        504   a service job ran past request_deadline_s
     └── ClassifierUnavailable     classifier_down 503   the remote classifier cannot be reached
 
 Library errors are wrapped at the edge (`raise Undecodable(...) from exc`); one boundary per process
@@ -37,7 +40,8 @@ __all__ = [
     "SpyError", "BadSource", "NotAllowed", "MissingFile", "PlaylistRefused", "FetchFailed", "Private", "Removed",
     "AgeRestricted", "GeoBlocked", "LiveStream", "BotCheck", "MediaTooLong", "DownloadTooLarge",
     "FetchTimeout", "BadAudio", "Undecodable", "TooShort", "AudioTooLong", "Silent", "NoModel",
-    "EnrolError", "Busy", "Unauthorized", "BadRequest", "ClassifierUnavailable", "by_code",
+    "EnrolError", "Busy", "Unauthorized", "BadRequest", "BodyTooLarge", "UnsupportedMedia", "DeadlineExceeded",
+    "ClassifierUnavailable", "by_code",
 ]
 
 
@@ -184,6 +188,21 @@ class Unauthorized(SpyError):
 class BadRequest(SpyError):
     code, http_status = "bad_request", 400
     default_message = "That request is not valid."
+
+
+class BodyTooLarge(BadRequest):
+    code, http_status = "body_too_large", 413
+    default_message = "That file is larger than I accept. Send a shorter piece."
+
+
+class UnsupportedMedia(BadRequest):
+    code, http_status = "unsupported_media", 415
+    default_message = "Send JSON with a link, or the audio itself (an audio content type or a multipart upload)."
+
+
+class DeadlineExceeded(SpyError):
+    code, http_status = "deadline", 504
+    default_message = "That took longer than I allow right now. Try again in a moment."
 
 
 class ClassifierUnavailable(SpyError):
