@@ -91,18 +91,21 @@ def main() -> None:
                    np.array([lab[test_all.labels[y]] for y in test_all.y]), test_all.track, train.labels)
     base = artists.HeadConfig()
     R = dataclasses.replace
+    lin = R(base, hidden=0, noise=0.0, dropout=0.0)
     configs = {
-        "logreg embedding (baseline)": (train, R(base, feature="embedding", hidden=0, noise=0, dropout=0), None),
-        "logreg pooled": (train, R(base, hidden=0, noise=0, dropout=0), None),
-        "mlp embedding": (train, R(base, feature="embedding"), None),
-        "mlp pooled (default)": (train, base, None),
-        "mlp pooled, majority vote": (train, base, "majority"),
-        "mlp pooled, no balance": (train, R(base, balance="none"), None),
-        "mlp pooled, no noise": (train, R(base, noise=0.0), None),
-        "mlp pooled, hop 3 s train": (thin(train, 2), base, None),
-        "mlp pooled, 60 s per train track": (limit(train, 60), base, None),
-        "mlp pooled, hidden 512": (train, R(base, hidden=512), None),
-        "mlp pooled, l2 1e-2": (train, R(base, l2=1e-2), None),
+        "linear embedding (baseline), mean": (train, R(lin, feature="embedding"), "mean"),
+        "linear pooled l2 3e-3, mean": (train, R(lin, l2=3e-3), "mean"),
+        "linear pooled l2 3e-3, logmean": (train, R(lin, l2=3e-3), "logmean"),
+        "linear pooled l2 3e-3, majority": (train, R(lin, l2=3e-3), "majority"),
+        "linear pooled l2 1e-3, logmean": (train, R(lin, l2=1e-3), "logmean"),
+        "linear pooled l2 1e-2, logmean": (train, R(lin, l2=1e-2), "logmean"),
+        "linear pooled l2 3e-3 no balance, logmean": (train, R(lin, l2=3e-3, balance="none"), "logmean"),
+        "linear pooled l2 3e-3 hop 3 s train, logmean": (thin(train, 2), R(lin, l2=3e-3), "logmean"),
+        "linear pooled l2 3e-3 60 s/track, logmean": (limit(train, 60), R(lin, l2=3e-3), "logmean"),
+        "linear pooled l2 3e-3 noise 0.1, logmean": (train, R(lin, l2=3e-3, noise=0.1), "logmean"),
+        "mlp256 pooled, logmean": (train, base, "logmean"),
+        "linear pooled l2 3e-3 100 epochs, logmean": (train, R(lin, l2=3e-3, epochs=100), "logmean"),
+        "linear pooled l2 3e-3 100 ep lr 3e-3, logmean": (train, R(lin, l2=3e-3, epochs=100, learning_rate=3e-3), "logmean"),
     }
     print(f"{'configuration':40s} {'top1':>6s} {'top5':>6s} {'macro':>6s} {'slice':>6s} {'fit s':>6s}  (q={args.query_seconds:.0f}s)")
     for name, (tr, cfg, rule) in configs.items():

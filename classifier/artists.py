@@ -37,16 +37,19 @@ FORMAT_VERSION = 1
 class HeadConfig:
     """Hyper-parameters of the artist head (stored with every trained model)."""
 
+    # Defaults chosen on the dev corpus, one lever at a time (README "Artist model"): a linear softmax
+    # over the standardised pooled features beat the 200-d embedding by 18 points of top-1 and a
+    # 256-unit MLP by 4; the log-mean vote gained top-5 over the mean.
     feature: str = "pooled"         # "pooled" (1506-d max/mean mid-end features) or "embedding" (200-d)
-    hidden: int = 256               # 0 = linear softmax
-    dropout: float = 0.5
-    l2: float = 1e-3
+    hidden: int = 0                 # 0 = linear softmax; > 0 adds one ReLU layer of this width
+    dropout: float = 0.0
+    l2: float = 3e-3
     epochs: int = 40
     batch_size: int = 256
     learning_rate: float = 1e-3
     balance: str = "artist"         # sample weights: "artist" (each artist weighs the same) or "none"
-    rule: str = "mean"              # song-level vote rule (voting.RULES)
-    noise: float = 0.1              # Gaussian noise on standardised inputs while training (augmentation)
+    rule: str = "logmean"           # song-level vote rule (voting.RULES)
+    noise: float = 0.0              # Gaussian noise on standardised inputs while training (augmentation)
     seed: int = 0
 
 
