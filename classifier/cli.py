@@ -163,6 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"spy: {exc}", file=sys.stderr)
         return 2
     _configure_logging(args.log_level or settings.log_level)
+    from .features import limit_blas_threads
+
+    limit_blas_threads()
     func: Callable[[Settings, argparse.Namespace], int] = args.func
     try:
         return func(settings, args)

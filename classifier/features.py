@@ -18,7 +18,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from .backbone import BackboneParams
 
-__all__ = ["mel_basis", "log_mel", "patches"]
+__all__ = ["mel_basis", "log_mel", "patches", "limit_blas_threads"]
 
 _F16_MAX = float(np.finfo(np.float16).max)
 
@@ -76,3 +76,16 @@ def patches(windows: np.ndarray, params: "BackboneParams") -> np.ndarray:
     if windows.shape[0] == 0:
         return np.zeros((0, params.patch_frames, params.n_mels), dtype=np.float32)
     return np.ascontiguousarray(log_mel(windows, params)[:, : params.patch_frames, :])
+
+
+def limit_blas_threads() -> None:
+    """Keep NumPy's BLAS to one thread per process (call once, at a process's entry).
+
+    The mel projection is a small matmul; with OpenBLAS's default thread pool it took 350 ms instead of
+    20 ms on a busy 2-core host, as BLAS threads fought TensorFlow's own pool for the cores.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn (via librosa) brings it
+        return
+    threadpool_limits(1, user_api="blas")

@@ -35,7 +35,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 import numpy as np
 from aiohttp import BodyPartReader, web
 
-from . import artists, decode, errors, features, pipeline
+from . import artists, decode, errors, features, pipeline, tfserving
 from .batcher import ModelWorker
 from .client import genre_report
 from .settings import Settings
@@ -684,8 +684,11 @@ def make_app(settings: Settings, *, worker: ModelWorker | None = None) -> web.Ap
     """The service's aiohttp application (the model loads when the app starts)."""
     metrics = Metrics()
     if worker is None:
+        # With SPY_TFSERVING_URL the network runs in TensorFlow Serving (`spy export`); batching stays ours.
+        remote = ({"loader": tfserving.loader(settings.tfserving_url, timeout_s=settings.tfserving_timeout_s)}
+                  if settings.tfserving_url else {})
         worker = ModelWorker(max_batch_size=settings.max_batch_size, max_batch_wait_ms=settings.max_batch_wait_ms,
-                             network_batch_size=min(settings.batch_size, settings.max_batch_size))
+                             network_batch_size=min(settings.batch_size, settings.max_batch_size), **remote)
     if worker.on_batch is None:
         worker.on_batch = metrics.batch
     app = web.Application(middlewares=[error_middleware, auth_middleware(settings.classifier_token)],
@@ -727,27 +730,12 @@ def check_bind(settings: Settings, host: str) -> None:
                           "same value), or bind to 127.0.0.1.")
 
 
-def _one_blas_thread() -> None:
-    """Jobs run in parallel (max_concurrent_decodes threads), so BLAS inside one job gets one thread.
-
-    OpenBLAS's own threads spin while they wait; on a busy 2-core host they made the log-mel matmul of a
-    30-s clip take 350 ms instead of 20 ms (bench/load_service.py). Process-wide, so it is set here, at
-    the process's entry, not in the app factory.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - scikit-learn (via librosa) brings it
-        log.warning("threadpoolctl is missing: BLAS keeps its default thread count")
-        return
-    threadpool_limits(1, user_api="blas")
-
-
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Run the service until SIGINT/SIGTERM; then stop listening, finish the jobs in flight, exit."""
     host = host or settings.serve_host
     port = settings.serve_port if port is None else port
     check_bind(settings, host)
-    _one_blas_thread()
+    features.limit_blas_threads()  # jobs run in parallel threads: BLAS inside one job gets one thread
     log.info("classifier service on http://%s:%d (auth: %s; batches <= %d patches, queue <= %d jobs)", host, port,
              "bearer token" if settings.classifier_token else "none", settings.max_batch_size, settings.max_queue_jobs)
     # handler_cancellation: a client that hangs up takes its patches out of the batch queue with it

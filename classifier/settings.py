@@ -84,6 +84,10 @@ class Settings:
     """Per-request deadline in the service."""
     max_concurrent_decodes: int = 2
     """Decode/feature jobs running at once (thread pool size)."""
+    tfserving_url: str = ""
+    """If set (e.g. http://tfserving:8501), the service sends its batches to TensorFlow Serving (`spy export`)."""
+    tfserving_timeout_s: float = 30.0
+    """Timeout for one TensorFlow Serving predict call."""
 
     # --- bots --------------------------------------------------------------------------------------
     telegram_token: str = _secret()
