@@ -4,6 +4,9 @@
     DISCORD_TOKEN=...   spy bot          Discord (bot.discord_app, when it exists)
     CLASSIFIER_URL=...                   use a remote `spy serve` instead of the in-process model
 
+Both bots share one `History` (bot/history.py), opened here with the other resources; it is pruned to
+`history_retention_days` at start and every few hours while the bots run.
+
 Tokens never reach the logs: httpx (which logs every request URL, and Telegram's URLs contain the token)
 is kept at WARNING, and a filter on the root handlers replaces any token that still turns up.
 """
@@ -21,6 +24,8 @@ from typing import Iterable
 from classifier import errors
 from classifier.client import Classifier, LocalClassifier, make_classifier
 from classifier.settings import Settings
+
+from .history import History
 
 __all__ = ["main", "serve", "run", "quiet_secrets", "Redact"]
 
@@ -76,23 +81,28 @@ async def run(settings: Settings, *, classifier: Classifier | None = None,
             stack.push_async_callback(classifier.aclose)
             if isinstance(classifier, LocalClassifier):
                 await classifier.start()           # load the networks before the first user waits on them
+        history = History(settings.database, retention_days=settings.history_retention_days,
+                          extra_hosts=settings.fetch_extra_hosts)
+        stack.callback(history.close)                  # closed last: after both bots have stopped
+        stack.push_async_callback(_cancel, asyncio.create_task(history.prune_periodically(), name="history-prune"))
         if settings.telegram_token:
             from telegram.error import InvalidToken
 
             from . import telegram_app
 
             try:
-                await stack.enter_async_context(telegram_app.running(telegram_app.build(settings, classifier)))
+                await stack.enter_async_context(telegram_app.running(
+                    telegram_app.build(settings, classifier, history=history)))
             except InvalidToken:
                 # PTB's message quotes the token itself: replace it, and drop the chained traceback.
                 raise errors.Unauthorized("Telegram rejected TELEGRAM_TOKEN. Check it with @BotFather.") from None
             log.info("Telegram bot is polling")
         if settings.discord_token:
-            # The Discord issue: `bot.discord_app.build(settings, classifier)` returns a discord.Client.
+            # The Discord issue: `bot.discord_app.build(settings, classifier, history=...)` returns a discord.Client.
             # Imported only when its token is set, so a Telegram-only deployment never loads discord.py.
             from . import discord_app  # type: ignore[attr-defined]
 
-            client = discord_app.build(settings, classifier)
+            client = discord_app.build(settings, classifier, history=history)
             await stack.enter_async_context(client)                      # closes the client on exit
             task = asyncio.create_task(client.start(settings.discord_token), name="discord")
             task.add_done_callback(lambda _: stop.set())                 # a dead gateway stops the process

@@ -1,6 +1,6 @@
 """The Telegram front end (python-telegram-bot v22): links, voice notes and audio in; answers and a chart out.
 
-    app = build(settings, classifier)          # a PTB Application, nothing started yet
+    app = build(settings, classifier, history=history)   # a PTB Application, nothing started yet
     async with running(app):                   # initialise, set the command menu, poll, process updates
         ...                                    # on exit: stop polling, stop processing, shut down
 
@@ -20,6 +20,15 @@ Every job: the user's rate is checked, the chat's and the process's concurrent j
 4/10 slices), then replaced by the answer; the chart follows as a photo. Handlers that wait on work run
 with `block=False`, so one slow clip never holds up other chats. Every failure reaches `on_error`,
 the one place that logs it and tells the user in a sentence from `bot.replies`.
+
+With a `History` (bot/history.py), every answer is also kept for its chat, and three commands and two
+buttons appear:
+
+- `/history [n]`: the chat's last n answers, newest first, 10 to a message with "Older"/"Newer" buttons.
+- "Wrong? Tell me the artist" under each artist answer: the bot asks the member (a forced reply that names
+  the answer, "(answer #12)") and stores their reply as the correction. `/correct <artist>` sent as a reply
+  to the answer (or to that question) does the same in one step.
+- `/forget_me`: deletes the sender's records in this chat.
 """
 
 from __future__ import annotations
@@ -28,16 +37,23 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import re
+import sqlite3
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from telegram import BotCommand, LinkPreviewOptions, Message, MessageEntity, Update
+from telegram import (
+    BotCommand, ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Message, MessageEntity,
+    Update,
+)
 from telegram.constants import ChatAction, ChatType, ParseMode
 from telegram.error import BadRequest, TelegramError
-from telegram.ext import AIORateLimiter, Application, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import (
+    AIORateLimiter, Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters,
+)
 from telegram.request import HTTPXRequest
 
 from classifier import errors
@@ -47,9 +63,10 @@ from classifier.sources import Source
 from classifier.verdict import GenreReport, Verdict
 
 from . import charts, links, replies
+from .history import MAX_RECENT, History, history_text
 from .limits import JobGuard, RateLimiter
 
-__all__ = ["build", "running", "COMMANDS", "TelegramSpy"]
+__all__ = ["build", "running", "COMMANDS", "HISTORY_COMMANDS", "TelegramSpy", "PLATFORM"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +76,12 @@ COMMANDS = (
     ("about", "The model and the artists it knows"),
     ("help", "How to use me, with examples"),
 )
+HISTORY_COMMANDS = (     # in the menu only when the bot keeps history
+    ("history", "The last answers in this chat: /history [n]"),
+    ("correct", "Reply /correct <artist> to an answer I got wrong"),
+    ("forget_me", "Delete your requests from this chat's history"),
+)
+PLATFORM = "telegram"    # History's name for this front end
 GROUPS_NOTE = "In groups, use the commands, mention me, or reply to one of my messages."
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 _EDIT_INTERVAL_S = 1.0     # Telegram tolerates about one edit a second per chat; stage changes always show
@@ -66,12 +89,17 @@ _RETRIES_429 = 3           # AIORateLimiter waits out a 429's retry_after this m
 _AUDIO_SUFFIXES = frozenset({".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wav", ".flac", ".aif", ".aiff",
                              ".wma", ".amr", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".3gp", ".caf", ".alac"})
 _UNKNOWN_MIMES = frozenset({"", "application/octet-stream", "application/ogg", "binary/octet-stream"})
+_HISTORY_PAGE = 10         # records per /history message: a phone screen
+_WRONG = "Wrong? Tell me the artist"
+_PROMPT_ID = re.compile(r"\(answer #(\d+)\)\s*$")    # the record a correction question is about
 
 Context = ContextTypes.DEFAULT_TYPE
 
 
-def build(settings: Settings, classifier: Classifier) -> Application:
+def build(settings: Settings, classifier: Classifier, history: History | None = None) -> Application:
     """The PTB Application for `settings.telegram_token`, with its handlers; nothing is started yet.
+
+    `history`: where answers are kept per chat (None: no history, and no /history, /correct, /forget_me).
 
     `telegram_base_url` / `telegram_base_file_url` point it at a self-hosted Bot API server (which lifts the
     cloud's 20 MB download limit; set `telegram_local_mode` when that server runs with `--local`).
@@ -92,7 +120,7 @@ def build(settings: Settings, classifier: Classifier) -> Application:
            .post_init(_set_commands)
            .build())
     app.bot_data["http"] = http
-    TelegramSpy(settings, classifier).install(app)
+    TelegramSpy(settings, classifier, history).install(app)
     return app
 
 
@@ -115,7 +143,8 @@ async def running(app: Application, *, poll_timeout_s: float = 30.0) -> AsyncIte
 
         assert app.updater is not None
         await app.updater.start_polling(timeout=dt.timedelta(seconds=poll_timeout_s),
-                                        allowed_updates=[Update.MESSAGE], error_callback=polling_error)
+                                        allowed_updates=[Update.MESSAGE, Update.CALLBACK_QUERY],
+                                        error_callback=polling_error)
         await app.start()
         yield app
     finally:
@@ -128,8 +157,10 @@ async def running(app: Application, *, poll_timeout_s: float = 30.0) -> AsyncIte
 
 async def _set_commands(app: Application) -> None:
     """The command menu users see when they type '/'."""
+    spy = app.bot_data.get("spy")
+    commands = COMMANDS + (HISTORY_COMMANDS if spy is not None and spy.history is not None else ())
     try:
-        await app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+        await app.bot.set_my_commands([BotCommand(name, text) for name, text in commands])
     except TelegramError as exc:   # a menu is a nicety: the bot works without one
         log.warning("could not set the command menu: %s", exc)
 
@@ -217,6 +248,19 @@ def _mentioned(message: Message, bot_id: int, username: str | None) -> bool:
     return False
 
 
+def _wrong_button(record_id: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton(_WRONG, callback_data=f"wrong:{record_id}")]])
+
+
+def _prompted_record(message: Message, bot_id: int) -> int | None:
+    """The record id when `message` replies to the bot's "which artist is it? ... (answer #12)"."""
+    target = message.reply_to_message
+    if target is None or target.from_user is None or target.from_user.id != bot_id:
+        return None
+    found = _PROMPT_ID.search(target.text or "")
+    return int(found[1]) if found else None
+
+
 def _replies_to_bot(message: Message, bot_id: int) -> bool:
     r = message.reply_to_message
     return r is not None and r.from_user is not None and r.from_user.id == bot_id
@@ -266,30 +310,35 @@ class _Status:
     def close(self) -> None:
         self._closed = True
 
-    async def finish(self, text: str, *, html: bool = False) -> Message:
+    async def finish(self, text: str, *, html: bool = False,
+                     reply_markup: InlineKeyboardMarkup | None = None) -> Message:
         """Replace the status with the final text (a new message if the status can no longer be edited)."""
         self._closed = True
         mode = ParseMode.HTML if html else None
         async with self._lock:
             try:
-                edited = await self.message.edit_text(text, parse_mode=mode, link_preview_options=_NO_PREVIEW)
+                edited = await self.message.edit_text(text, parse_mode=mode, link_preview_options=_NO_PREVIEW,
+                                                      reply_markup=reply_markup)
                 return edited if isinstance(edited, Message) else self.message
             except BadRequest as exc:
                 if "not modified" in str(exc).lower():
                     return self.message
                 log.info("could not edit the status message (%s); sending the answer anew", exc)
                 return await self.message.get_bot().send_message(
-                    self.message.chat_id, text, parse_mode=mode, link_preview_options=_NO_PREVIEW)
+                    self.message.chat_id, text, parse_mode=mode, link_preview_options=_NO_PREVIEW,
+                    reply_markup=reply_markup)
 
 
 # --- the handlers -------------------------------------------------------------------------------------------
 
 class TelegramSpy:
-    """The handlers, with what they share: settings, the classifier, the limits, the live status messages."""
+    """The handlers, with what they share: settings, the classifier, the history, the limits, the live status
+    messages."""
 
-    def __init__(self, settings: Settings, classifier: Classifier) -> None:
+    def __init__(self, settings: Settings, classifier: Classifier, history: History | None = None) -> None:
         self.settings = settings
         self.classifier = classifier
+        self.history = history
         self.rate = RateLimiter(settings.user_requests_per_minute)
         self.jobs = JobGuard(settings.max_jobs_per_chat, settings.max_jobs_total)
         self._status: dict[int, _Status] = {}     # update_id -> its status message, for on_error
@@ -303,6 +352,12 @@ class TelegramSpy:
         app.add_handler(CommandHandler("identify", self.on_identify, filters=msg, block=False))
         app.add_handler(CommandHandler("genre", self.on_genre, filters=msg, block=False))
         app.add_handler(MessageHandler(msg & media, self.on_media, block=False))
+        if self.history is not None:
+            app.add_handler(CommandHandler("history", self.on_history, filters=msg, block=False))
+            app.add_handler(CommandHandler("correct", self.on_correct, filters=msg, block=False))
+            app.add_handler(CommandHandler("forget_me", self.on_forget_me, filters=msg, block=False))
+            app.add_handler(CallbackQueryHandler(self.on_history_page, pattern=r"^hist:\d+:\d+$", block=False))
+            app.add_handler(CallbackQueryHandler(self.on_wrong, pattern=r"^wrong:\d+$", block=False))
         app.add_handler(MessageHandler(msg & filters.TEXT & ~filters.COMMAND, self.on_text, block=False))
         app.add_error_handler(self.on_error)
         app.bot_data["spy"] = self
@@ -311,7 +366,16 @@ class TelegramSpy:
     def _help(self, start: bool) -> str:
         s = self.settings
         kwargs = {"max_file_bytes": s.max_file_bytes, "max_clip_seconds": s.max_clip_seconds, "groups": GROUPS_NOTE}
-        return (replies.start_text if start else replies.help_text)(replies.HTML, **kwargs)
+        text = (replies.start_text if start else replies.help_text)(replies.HTML, **kwargs)
+        if self.history is None:
+            return text
+        e, b = replies.HTML.escape, replies.HTML.bold
+        return text + "\n\n" + "\n".join([
+            e("• ") + b(e("/history [n]")) + e(" — the last answers in this chat"),
+            e(f"• Got it wrong? Press “{_WRONG}” under the answer, or reply ") + b(e("/correct <artist>"))
+            + e(" to it"),
+            e("• ") + b(e("/forget_me")) + e(" — delete your requests from this chat's history"),
+        ])
 
     async def on_start(self, update: Update, context: Context) -> None:
         """/start: a greeting and the help."""
@@ -351,6 +415,9 @@ class TelegramSpy:
         """A message with a link (groups: only when it mentions the bot or replies to it)."""
         message = update.effective_message
         text = message.text or ""
+        if self.history is not None and (record_id := _prompted_record(message, context.bot.id)) is not None:
+            await self._correct(update, record_id, text)   # the answer to "which artist is it?"
+            return
         if message.chat.type != ChatType.PRIVATE:
             mentioned = _mentioned(message, context.bot.id, context.bot.username)
             linked = links.looks_like_link(text) or bool(_hidden_urls(message))
@@ -416,8 +483,13 @@ class TelegramSpy:
             finally:
                 status.close()
             answer = replies.answer_for(result, note=note)
-            shown = await status.finish(answer.render(replies.HTML), html=True)
+            record_id = await self._remember(update, result, status.message)
+            button = _wrong_button(record_id) if record_id is not None and isinstance(result, Verdict) else None
+            shown = await status.finish(answer.render(replies.HTML), html=True, reply_markup=button)
             self._status.pop(update.update_id, None)
+            if record_id is not None and shown.message_id != status.message.message_id:
+                assert self.history is not None
+                await self._history_write(self.history.set_message(record_id, str(shown.message_id)), update)
         host = what.host if isinstance(what, Source) else f"telegram:{what.kind.replace(' ', '_')}"
         log.info("job tg-%s chat=%s %s source=%s seconds=%.1f slices=%d answer=%s timings=%s wall=%.2fs",
                  update.update_id, message.chat_id, kind, host, result.seconds, result.slices,
@@ -463,6 +535,123 @@ class TelegramSpy:
         except Exception:  # noqa: BLE001 - the answer is already in the chat
             log.warning("chart not sent to chat %s", answer.chat_id, exc_info=True)
 
+    # -- history ------------------------------------------------------------------------------------------------
+    async def _remember(self, update: Update, result: Verdict | GenreReport, answer: Message) -> int | None:
+        """Keep the answer in the chat's history; its record id, or None without history (or if the write fails)."""
+        if self.history is None:
+            return None
+        user = update.effective_user
+        return await self._history_write(self.history.record(
+            platform=PLATFORM, chat=str(update.effective_chat.id), user=str(user.id) if user else "",
+            source=result.source, result=result, message=str(answer.message_id)), update)
+
+    async def _history_write(self, write: Any, update: Update) -> Any:
+        """Await a history write. The answer matters more than its record: a failed write is logged, not shown."""
+        try:
+            return await write
+        except sqlite3.Error:
+            log.warning("history: could not write for job tg-%s", update.update_id, exc_info=True)
+            return None
+
+    def _history(self) -> History:
+        assert self.history is not None      # the history handlers are installed only with a History
+        return self.history
+
+    async def on_history(self, update: Update, context: Context) -> None:
+        """/history [n]: the chat's last n answers, newest first, a page at a time."""
+        message = update.effective_message
+        n = _HISTORY_PAGE
+        if context.args:
+            if len(context.args) > 1 or not context.args[0].isdigit() or not 1 <= int(context.args[0]) <= MAX_RECENT:
+                raise errors.BadRequest(f"Send /history for the last {_HISTORY_PAGE} answers, or /history 25 "
+                                        f"for more (up to {MAX_RECENT}).")
+            n = int(context.args[0])
+        text, keyboard = await self._history_page(message.chat_id, n, 0)
+        await message.reply_text(text, parse_mode=ParseMode.HTML, link_preview_options=_NO_PREVIEW,
+                                 reply_markup=keyboard)
+
+    async def on_history_page(self, update: Update, context: Context) -> None:
+        """The "Older" / "Newer" buttons under a /history list: show that page in the same message."""
+        query = update.callback_query
+        _, n, offset = query.data.split(":")
+        if not isinstance(query.message, Message):       # too old for Telegram to show us: nothing to edit
+            await query.answer("That list is too old. Send /history again.")
+            return
+        text, keyboard = await self._history_page(query.message.chat_id, int(n), int(offset))
+        await query.answer()
+        with contextlib.suppress(BadRequest):             # "not modified": a double tap
+            await query.message.edit_text(text, parse_mode=ParseMode.HTML, link_preview_options=_NO_PREVIEW,
+                                          reply_markup=keyboard)
+
+    async def _history_page(self, chat_id: int, n: int, offset: int) -> tuple[str, InlineKeyboardMarkup | None]:
+        """One page of the last `n` answers, starting `offset` records back, with its buttons."""
+        history = self._history()
+        n = max(1, min(n, MAX_RECENT))
+        offset = max(0, min(offset, n - 1))
+        total = min(n, await history.count(PLATFORM, str(chat_id)))
+        records = await history.recent(PLATFORM, str(chat_id), min(_HISTORY_PAGE, n - offset), offset)
+        buttons = []
+        if offset > 0:
+            newer = max(0, offset - _HISTORY_PAGE)
+            buttons.append(InlineKeyboardButton("‹ Newer", callback_data=f"hist:{n}:{newer}"))
+        if offset + _HISTORY_PAGE < total:
+            buttons.append(InlineKeyboardButton("Older ›", callback_data=f"hist:{n}:{offset + _HISTORY_PAGE}"))
+        text = history_text(records, replies.HTML, offset=offset, total=total)
+        return text, InlineKeyboardMarkup([buttons]) if buttons else None
+
+    async def on_wrong(self, update: Update, context: Context) -> None:
+        """The "Wrong? Tell me the artist" button: ask the member who pressed it for the name."""
+        query = update.callback_query
+        record_id = int(query.data.split(":")[1])
+        record = await self._history().get(record_id)
+        if not isinstance(query.message, Message) or record is None or record.platform != PLATFORM \
+                or record.chat != str(query.message.chat_id):
+            raise errors.BadRequest("I can't find that answer in this chat's history any more.")
+        await query.answer("Reply to my question with the artist's name.")
+        who = query.from_user.mention_html() if query.from_user else "Hey"
+        await query.message.reply_text(
+            f"{who}, which artist is it? Reply to this message with the name. (answer #{record_id})",
+            parse_mode=ParseMode.HTML, do_quote=True,
+            reply_markup=ForceReply(selective=True, input_field_placeholder="The artist's name"))
+
+    async def on_correct(self, update: Update, context: Context) -> None:
+        """/correct <artist>, as a reply to an answer (or to the bot's "which artist is it?")."""
+        message = update.effective_message
+        target = message.reply_to_message
+        usage = "Reply /correct <artist> to my answer, like: /correct Deep Pulse"
+        if target is None or target.from_user is None or target.from_user.id != context.bot.id:
+            raise errors.BadRequest(usage)
+        record_id = _prompted_record(message, context.bot.id)
+        if record_id is None:
+            record = await self._history().by_message(PLATFORM, str(message.chat_id), str(target.message_id))
+            if record is None:
+                raise errors.BadRequest("I don't have that message in this chat's history. " + usage)
+            record_id = record.id
+        if not context.args:
+            raise errors.BadRequest(usage)
+        await self._correct(update, record_id, " ".join(context.args))
+
+    async def _correct(self, update: Update, record_id: int, artist: str) -> None:
+        message = update.effective_message
+        user = update.effective_user
+        record = await self._history().correct(record_id, user=str(user.id) if user else "", artist=artist,
+                                               platform=PLATFORM, chat=str(message.chat_id))
+        e = replies.HTML.escape
+        await message.reply_text(
+            e(f"✏️ Thanks, noted: answer #{record.id} is ") + replies.HTML.bold(e(record.correction or artist))
+            + e(". The operator reviews corrections before the model learns from them."), parse_mode=ParseMode.HTML)
+
+    async def on_forget_me(self, update: Update, context: Context) -> None:
+        """/forget_me: delete the sender's records (and corrections) in this chat."""
+        message = update.effective_message
+        user = update.effective_user
+        if user is None:
+            raise errors.BadRequest("I can't tell who you are here, so I can't tell which requests are yours.")
+        n = await self._history().forget_user(PLATFORM, str(message.chat_id), str(user.id))
+        text = (f"🧹 Done: I deleted your {n} request{'' if n == 1 else 's'} from this chat's history." if n
+                else "🧹 I had nothing of yours in this chat's history.")
+        await message.reply_text(text)
+
     # -- the one error boundary ----------------------------------------------------------------------------
     async def on_error(self, update: object, context: Context) -> None:
         """Log each failure once, then tell the user in a sentence (editing the job's status message if any)."""
@@ -478,7 +667,9 @@ class TelegramSpy:
         text = replies.error_text(exc) if exc is not None else replies.GENERIC_ERROR
         status = self._status.pop(update.update_id, None)
         try:
-            if status is not None:
+            if update.callback_query is not None:   # a button: answer it where the member looks, not in the chat
+                await update.callback_query.answer(text, show_alert=True)
+            elif status is not None:
                 await status.finish(text)
             elif update.effective_message is not None:
                 await update.effective_message.reply_text(text)

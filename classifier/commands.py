@@ -349,7 +349,7 @@ def register(sub: Any) -> None:
     sp.add_argument("--manifest", help="CSV with columns artist,path (optional split,title)")
     sp.add_argument("--split", help="with --manifest: only rows of this split")
     sp.add_argument("--from-corrections", action="store_true",
-                    help="enrol the corrected links from chat history (all waiting ones, or the IDs given as arguments)")
+                    help="enrol the corrected links from chat history (all waiting ones, or the record IDs given)")
     sp.add_argument("-v", "--verbose", action="store_true")
     sp.set_defaults(func=cmd_enrol)
 

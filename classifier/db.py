@@ -53,6 +53,35 @@ MIGRATIONS: list[str] = [
         active   INTEGER NOT NULL DEFAULT 0
     );
     """,
+    # 2: chat history and corrections (bot/history.py). AUTOINCREMENT so that the id of a forgotten or
+    # pruned record is never handed out again: old "Wrong?" buttons in chats still carry those ids.
+    """
+    CREATE TABLE history (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        platform       TEXT NOT NULL,              -- telegram | discord
+        chat           TEXT NOT NULL,              -- the platform's chat, or guild/channel
+        user           TEXT NOT NULL,              -- the platform's id of who asked
+        source         TEXT NOT NULL,              -- the link at the analysed moment, or voice note / a file name
+        start_s        REAL NOT NULL,              -- where in the source the analysed audio starts
+        seconds        REAL NOT NULL,              -- how much audio was analysed
+        kind           TEXT NOT NULL CHECK (kind IN ('identify', 'genre')),
+        winner         TEXT,                       -- the top artist (or genre), even when not named
+        confidence     REAL NOT NULL,
+        verdict        TEXT NOT NULL CHECK (verdict IN ('identified', 'unknown', 'genre')),
+        model_id       TEXT,                       -- the artist model that answered (NULL for genre)
+        answer         TEXT NOT NULL,              -- JSON: the answer without timeline and timings
+        message        TEXT,                       -- the platform's id of the answer message
+        created        REAL NOT NULL,
+        correction     TEXT,                       -- the artist a member says it is
+        corrected_by   TEXT,
+        corrected_at   REAL,
+        enrolled_track INTEGER                     -- tracks.id once `spy enrol --from-corrections` took it
+    );
+    CREATE INDEX history_chat ON history(platform, chat, created, id);
+    CREATE INDEX history_created ON history(created);
+    CREATE INDEX history_message ON history(platform, chat, message) WHERE message IS NOT NULL;
+    CREATE INDEX history_corrected ON history(corrected_at) WHERE correction IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
