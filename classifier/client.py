@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Protocol, runtime_checkable
 
-from . import errors, genre, pipeline
+from . import errors, genre
 from .settings import Settings
 from .verdict import GenreReport, TimelinePoint, Verdict
 
 if TYPE_CHECKING:  # pragma: no cover
+    from . import pipeline
     from .sources import Source
 
 __all__ = ["Query", "ProgressCallback", "Classifier", "LocalClassifier", "make_classifier"]
@@ -140,7 +141,7 @@ class LocalClassifier:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._worker, functools.partial(fn, *args))
 
-    def _thread_progress(self, progress: ProgressCallback | None) -> pipeline.Progress | None:
+    def _thread_progress(self, progress: ProgressCallback | None) -> "pipeline.Progress | None":
         """Adapt an async progress callback for the worker thread (thread-safe, rate-limited)."""
         if progress is None:
             return None
@@ -185,8 +186,9 @@ class LocalClassifier:
                        batch_size=self.settings.batch_size)
         return bbs
 
-    def _analyse(self, names: tuple[str, ...], audio: "_Audio", cb: pipeline.Progress | None,
-                 keep_pooled: bool = False) -> pipeline.Analysis:
+    def _analyse(self, names: tuple[str, ...], audio: "_Audio", cb: "pipeline.Progress | None",
+                 keep_pooled: bool = False) -> "pipeline.Analysis":
+        from . import pipeline  # decode/features (librosa): not needed by a bot that calls a remote classifier
         from .backbone import Backbone
 
         s = self.settings
@@ -197,7 +199,7 @@ class LocalClassifier:
             decode_timeout_s=s.decode_timeout_s, keep_pooled=keep_pooled, progress=cb)
 
 
-def genre_report(a: pipeline.Analysis, display: str, hint: str | None = None) -> GenreReport:
+def genre_report(a: "pipeline.Analysis", display: str, hint: str | None = None) -> GenreReport:
     """A GenreReport from an analysis (genres and descriptors ranked over slices)."""
     t0 = time.perf_counter()
     g, d = genre.genre_rankings(a.tags, a.labels)
