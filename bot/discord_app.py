@@ -64,6 +64,7 @@ from classifier.verdict import GenreReport, Verdict
 from . import charts, links, replies
 from .history import MAX_ARTIST_CHARS, MAX_RECENT, History, history_text
 from .limits import JobGuard, RateLimiter
+from .status import Status
 
 __all__ = ["build", "SpyBot", "DiscordSpy", "intents_for", "answer_embed", "CONTEXT_MENU", "HISTORY_OFF", "CHART_NAME",
            "PLATFORM", "WRONG"]
@@ -235,46 +236,17 @@ def answer_embed(answer: replies.Answer, *, chart: bool) -> discord.Embed:
 
 # --- the status message ----------------------------------------------------------------------------------------
 
-class _Status:
-    """The deferred response (or the bot's reply), edited as the job moves and finally replaced by the answer.
+class _Status(Status):
+    """The deferred response (or the bot's reply), edited as the job moves and finally replaced by the answer."""
 
-    Progress edits are fire-and-forget (a throttled edit never holds up the work) and serialised by a FIFO
-    lock; after `close()` none lands, so a late progress report can never overwrite the answer or an error.
-    """
+    edit_errors = (discord.HTTPException,)
 
     def __init__(self, edit: Callable[..., Awaitable[Any]], text: str = "") -> None:
+        super().__init__(text, interval_s=_EDIT_INTERVAL_S)
         self._edit = edit
-        self._lock = asyncio.Lock()
-        self._closed = False
-        self._text = text
-        self._stage = "listening"
-        self._at = 0.0
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, stage: str, done: int, total: int) -> None:
-        """The Classifier's progress callback: `progress(stage, done, total)`."""
-        text = replies.progress_text(stage, done, total)
-        now = time.monotonic()
-        finished = 0 < total <= done
-        if self._closed or text == self._text or (stage == self._stage and now - self._at < _EDIT_INTERVAL_S
-                                                   and not finished):
-            return
-        self._text, self._stage, self._at = text, stage, now
-        task = asyncio.create_task(self._show(text))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _show(self, text: str) -> None:
-        async with self._lock:
-            if self._closed:
-                return
-            try:
-                await self._edit(content=text)
-            except discord.HTTPException as exc:   # progress is a courtesy: the answer still comes
-                log.debug("progress edit failed: %s", exc)
-
-    def close(self) -> None:
-        self._closed = True
+    async def _edit_progress(self, text: str) -> None:
+        await self._edit(content=text)
 
     async def finish(self, *, content: str | None = None, embed: discord.Embed | None = None,
                      files: Sequence[discord.File] = (), view: discord.ui.View | None = None) -> None:

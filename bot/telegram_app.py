@@ -65,6 +65,7 @@ from classifier.verdict import GenreReport, Verdict
 from . import charts, links, replies
 from .history import MAX_RECENT, History, history_text
 from .limits import JobGuard, RateLimiter
+from .status import Status
 
 __all__ = ["build", "running", "COMMANDS", "HISTORY_COMMANDS", "TelegramSpy", "PLATFORM"]
 
@@ -268,7 +269,7 @@ def _replies_to_bot(message: Message, bot_id: int) -> bool:
 
 # --- the status message -----------------------------------------------------------------------------------
 
-class _Status:
+class _Status(Status):
     """The "listening..." reply, edited as the job moves and finally replaced by the answer (or the error).
 
     Progress edits are fire-and-forget (a throttled edit never holds up the work) and serialised by a
@@ -276,39 +277,14 @@ class _Status:
     overwrite the answer. The same text is never sent twice, and within a stage at most one edit a second.
     """
 
+    edit_errors = (TelegramError,)
+
     def __init__(self, message: Message) -> None:
+        super().__init__(message.text or "", interval_s=_EDIT_INTERVAL_S)
         self.message = message
-        self._lock = asyncio.Lock()
-        self._closed = False
-        self._text = message.text or ""
-        self._stage = "listening"
-        self._at = 0.0
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, stage: str, done: int, total: int) -> None:
-        """The Classifier's progress callback: `progress(stage, done, total)`."""
-        text = replies.progress_text(stage, done, total)
-        now = time.monotonic()
-        finished = 0 < total <= done
-        if self._closed or text == self._text or (stage == self._stage and now - self._at < _EDIT_INTERVAL_S
-                                                   and not finished):
-            return
-        self._text, self._stage, self._at = text, stage, now
-        task = asyncio.create_task(self._show(text))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _show(self, text: str) -> None:
-        async with self._lock:
-            if self._closed:
-                return
-            try:
-                await self.message.edit_text(text)
-            except TelegramError as exc:   # progress is a courtesy: the answer still comes
-                log.debug("progress edit failed: %s", exc)
-
-    def close(self) -> None:
-        self._closed = True
+    async def _edit_progress(self, text: str) -> None:
+        await self.message.edit_text(text)
 
     async def finish(self, text: str, *, html: bool = False,
                      reply_markup: InlineKeyboardMarkup | None = None) -> Message:
