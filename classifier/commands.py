@@ -268,7 +268,10 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
 
     say = (lambda s: print(s, file=sys.stderr)) if args.verbose else (lambda s: None)
     if args.arch == "seedcnn":
-        res = evaluate_seedcnn(Path(args.manifest), settings, query_seconds=args.query_seconds, log_line=say)
+        from .seedcnn import SeedConfig
+
+        cfg = SeedConfig(epochs=args.epochs or SeedConfig.epochs, hop_s=args.seed_hop)
+        res = evaluate_seedcnn(Path(args.manifest), settings, query_seconds=args.query_seconds, cfg=cfg, log_line=say)
     else:
         res = evaluate(Path(args.manifest), settings, query_seconds=args.query_seconds,
                        train_seconds=args.train_seconds, cfg=artists.HeadConfig(),
@@ -385,6 +388,8 @@ def register(sub: Any) -> None:
     sp.add_argument("--query-seconds", type=float, default=30.0)
     sp.add_argument("--train-seconds", type=float, default=None, help="seconds per training track (default: whole)")
     sp.add_argument("--arch", default="head", choices=["head", "seedcnn"])
+    sp.add_argument("--epochs", type=int, default=None, help="seedcnn: training epochs (default 12)")
+    sp.add_argument("--seed-hop", type=float, default=1.5, help="seedcnn: hop between training slices, seconds")
     sp.add_argument("--confusion", default="eval-confusion.png", help="where to write the confusion-matrix PNG")
     sp.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     sp.add_argument("--json", action="store_true")
