@@ -61,7 +61,7 @@ from classifier.settings import Settings
 from classifier.sources import Source, format_time, parse_time
 from classifier.verdict import GenreReport, Verdict
 
-from . import charts, links, replies
+from . import charts, links, media, replies
 from .history import MAX_ARTIST_CHARS, MAX_RECENT, History, history_text
 from .limits import JobGuard, RateLimiter
 from .status import Status
@@ -84,9 +84,6 @@ _LINK_CHARS, _AT_CHARS = 500, 32
 _FORM_TIMEOUT_S = 15 * 60   # an abandoned form is forgotten when its interaction token expires anyway
 _COLOURS = {"identified": discord.Colour.green(), "unknown": discord.Colour.light_grey(),
             "genre": discord.Colour.blurple()}
-_AUDIO_SUFFIXES = frozenset({".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wav", ".flac", ".aif", ".aiff",
-                             ".wma", ".amr", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".3gp", ".caf", ".alac"})
-_UNKNOWN_MIMES = frozenset({"", "application/octet-stream", "application/ogg", "binary/octet-stream"})
 
 
 def intents_for(settings: Settings) -> discord.Intents:
@@ -163,16 +160,12 @@ class _Clip:
 
     @property
     def suffix(self) -> str:
-        suffix = Path(self.attachment.filename or "").suffix.lower()
-        return suffix if suffix in _AUDIO_SUFFIXES else {"voice message": ".ogg", "video": ".mp4"}.get(self.kind,
-                                                                                                       ".bin")
+        return media.clip_suffix(self.attachment.filename,
+                                 {"voice message": ".ogg", "video": ".mp4"}.get(self.kind, ".bin"))
 
     def audio_like(self) -> bool:
-        """Voice, audio and video are audio; another file is when its name says so, or its type says nothing."""
-        if self.kind != "file":
-            return True
-        mime = (self.attachment.content_type or "").split(";")[0].strip().lower()
-        return Path(self.attachment.filename or "").suffix.lower() in _AUDIO_SUFFIXES or mime in _UNKNOWN_MIMES
+        """Voice, audio and video are audio; another file is when its type or name says so, or says nothing."""
+        return self.kind != "file" or media.audio_like(self.attachment.filename, self.attachment.content_type)
 
 
 def clip_of(attachment: discord.Attachment, at: float | None = None) -> _Clip:

@@ -62,7 +62,7 @@ from classifier.settings import Settings
 from classifier.sources import Source
 from classifier.verdict import GenreReport, Verdict
 
-from . import charts, links, replies
+from . import charts, links, media, replies
 from .history import MAX_RECENT, History, history_text
 from .limits import JobGuard, RateLimiter
 from .status import Status
@@ -87,9 +87,6 @@ GROUPS_NOTE = "In groups, use the commands, mention me, or reply to one of my me
 _NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 _EDIT_INTERVAL_S = 1.0     # Telegram tolerates about one edit a second per chat; stage changes always show
 _RETRIES_429 = 3           # AIORateLimiter waits out a 429's retry_after this many times before giving up
-_AUDIO_SUFFIXES = frozenset({".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wav", ".flac", ".aif", ".aiff",
-                             ".wma", ".amr", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".3gp", ".caf", ".alac"})
-_UNKNOWN_MIMES = frozenset({"", "application/octet-stream", "application/ogg", "binary/octet-stream"})
 _HISTORY_PAGE = 10         # records per /history message: a phone screen
 _WRONG = "Wrong? Tell me the artist"
 _PROMPT_ID = re.compile(r"\(answer #(\d+)\)\s*$")    # the record a correction question is about
@@ -185,19 +182,12 @@ class _Media:
 
     @property
     def suffix(self) -> str:
-        suffix = Path(self.name or "").suffix.lower()
-        if suffix in _AUDIO_SUFFIXES:
-            return suffix
-        return {"voice note": ".ogg", "video note": ".mp4", "video": ".mp4"}.get(self.kind, ".bin")
+        return media.clip_suffix(self.name, {"voice note": ".ogg", "video note": ".mp4", "video": ".mp4"}.get(
+            self.kind, ".bin"))
 
     def audio_like(self) -> bool:
         """Voice, audio and video are audio; a document is when its type or name says so, or says nothing."""
-        if self.kind != "file":
-            return True
-        mime = (self.mime or "").lower()
-        if mime.split("/")[0] in ("audio", "video") or Path(self.name or "").suffix.lower() in _AUDIO_SUFFIXES:
-            return True
-        return mime in _UNKNOWN_MIMES   # no claim either way: let the decoder look at the bytes
+        return self.kind != "file" or media.audio_like(self.name, self.mime)
 
 
 def _duration_s(media: Any) -> float | None:
