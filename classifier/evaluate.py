@@ -77,9 +77,12 @@ def _subset(ds: Dataset, keep_artists: list[int]) -> Dataset:
 
 
 def evaluate(manifest: Path, settings: Settings, *, query_seconds: float = 30.0, train_seconds: float | None = None,
-             cfg: artists.HeadConfig = artists.HeadConfig(), enrol_hop_s: float = 1.5, query_hop_s: float = 1.5,
+             cfg: artists.HeadConfig = artists.HeadConfig(), enrol_hop_s: float = 1.5, query_hop_s: float | None = None,
              cache_db: Path | None = None, log_line: Callable[[str], None] = lambda s: None) -> EvalResult:
     """Train on the manifest's train rows and measure on its test rows (see the module docstring).
+
+    Queries are sliced exactly as `spy identify` slices them (settings.slice_hop_seconds) unless
+    `query_hop_s` says otherwise; training tracks as `spy enrol` does (1.5 s).
 
     cache_db: reuse an index that already holds the train rows' embeddings (benchmarks only; by
     default a fresh temporary index is built and thrown away).
@@ -126,7 +129,8 @@ def evaluate(manifest: Path, settings: Settings, *, query_seconds: float = 30.0,
             continue
         try:
             duration = float(pipeline.decode.probe_duration(item.path) or 0.0)  # type: ignore[arg-type]
-            a = _query(item.path, duration, query_seconds, bb, settings, query_hop_s)  # type: ignore[arg-type]
+            a = _query(item.path, duration, query_seconds, bb, settings,
+                       settings.slice_hop_seconds if query_hop_s is None else query_hop_s)  # type: ignore[arg-type]
         except errors.SpyError as exc:
             report.problems.append(f"{item.where}: {exc.user_message}")
             continue
