@@ -116,6 +116,10 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
+    # Most opens find the schema current: check without taking the write lock (readers and writers
+    # from both bots open the file all the time); only a migration takes it, and re-checks under it.
+    if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        return
     with transaction(conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
