@@ -104,8 +104,11 @@ def main() -> None:
         "linear pooled l2 3e-3 60 s/track, logmean": (limit(train, 60), R(lin, l2=3e-3), "logmean"),
         "linear pooled l2 3e-3 noise 0.1, logmean": (train, R(lin, l2=3e-3, noise=0.1), "logmean"),
         "mlp256 pooled, logmean": (train, base, "logmean"),
-        "linear pooled l2 3e-3 100 epochs, logmean": (train, R(lin, l2=3e-3, epochs=100), "logmean"),
-        "linear pooled l2 3e-3 100 ep lr 3e-3, logmean": (train, R(lin, l2=3e-3, epochs=100, learning_rate=3e-3), "logmean"),
+        "linear pooled l2 3e-3 100 epochs, logmean": (train, R(lin, l2=3e-3, epochs=100, solver="adam"), "logmean"),
+        "linear pooled l2 3e-3 L-BFGS, logmean": (train, R(lin, l2=3e-3, solver="lbfgs"), "logmean"),
+        "linear pooled l2 3e-3 L-BFGS, mean": (train, R(lin, l2=3e-3, solver="lbfgs"), "mean"),
+        "linear pooled l2 3e-3 Adam 40 epochs, logmean": (train, R(lin, l2=3e-3, solver="adam"), "logmean"),
+        "linear pooled l2 3e-3 100 ep lr 3e-3, logmean": (train, R(lin, l2=3e-3, epochs=100, learning_rate=3e-3, solver="adam"), "logmean"),
     }
     print(f"{'configuration':40s} {'top1':>6s} {'top5':>6s} {'macro':>6s} {'slice':>6s} {'fit s':>6s}  (q={args.query_seconds:.0f}s)")
     for name, (tr, cfg, rule) in configs.items():

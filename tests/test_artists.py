@@ -81,3 +81,24 @@ def test_local_classifier_identify_json_shape(trained: Settings, audio_dir: Path
     assert d["verdict"] in {"identified", "unknown"} and d["model"]["artists"] == 3
     assert [set(a) for a in d["artists"]] == [{"name", "score", "votes"}] * 3
     assert d["artists"][0]["name"] == "Deep Pulse"  # the loop is rendered in Deep Pulse's style
+
+
+def test_lbfgs_linear_head_reaches_the_optimum() -> None:
+    from classifier.index import Dataset
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((3, 20)) * 3
+    y = np.repeat(np.arange(3), 40)
+    x = (centres[y] + rng.standard_normal((120, 20))).astype(np.float32)
+    ds = Dataset(np.zeros((120, 200), np.float32), x, np.zeros(120, np.float32), y, np.repeat(np.arange(6), 20),
+                 ("a", "b", "c"))
+    cfg = artists.HeadConfig(feature="pooled", solver="lbfgs", l2=1e-3)
+    model, mean, scale = artists.fit(ds, cfg)
+    p = np.asarray(model(((x - mean) / scale).astype(np.float32)))
+    assert (p.argmax(1) == y).mean() > 0.95
+    # convex and seed-free: two solves give the same weights
+    z = (x - mean) / scale
+    w = np.ones(120)
+    k1, b1 = artists._fit_linear_lbfgs(z, y, w, 3, 1e-3)
+    k2, b2 = artists._fit_linear_lbfgs(z, y, w, 3, 1e-3)
+    np.testing.assert_allclose(k1, k2, atol=1e-6)
