@@ -226,8 +226,9 @@ def calibrate(ds: Dataset, cfg: HeadConfig, *, query_seconds: float = 30.0, fold
     """Choose the "I don't know" threshold on held-out data from the training set itself.
 
     Tracks are split into `folds` groups; each fold trains on the others and scores `query_seconds`
-    chunks of its held-out tracks. In each fold one artist in `folds` is also left out entirely, so
-    its chunks play the part of tracks by artists nobody enrolled. The threshold on the winner's
+    chunks of its held-out tracks. In each fold about one artist in nine (at least one, a different set
+    per fold) is also left out entirely, so its chunks play the part of tracks by artists nobody
+    enrolled. The threshold on the winner's
     score is the one that minimises false accepts (wrong or non-enrolled winner accepted) plus false
     rejects (right winner refused). Returns (threshold, rates).
     """
