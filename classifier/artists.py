@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -199,10 +199,6 @@ def _fit_linear_lbfgs(z: np.ndarray, y: np.ndarray, w: np.ndarray, n_out: int, l
     res = minimize(loss_grad, np.zeros(d * n_out + n_out), jac=True, method="L-BFGS-B",
                    options={"maxiter": max_iter})
     return (res.x[: d * n_out].reshape(d, n_out).astype(np.float32), res.x[d * n_out:].astype(np.float32))
-
-
-def score_clip(head_predict: Any, x: np.ndarray, labels: Sequence[str], rule: str, k: int = 5) -> voting.Ranking:
-    return voting.rank(head_predict(x), labels, k=k, rule=rule)  # type: ignore[arg-type]
 
 
 def _query_chunks(ds: Dataset, seconds: float) -> list[tuple[int, np.ndarray]]:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import artists, errors, pipeline, voting
+from . import artists, decode, errors, pipeline, voting
 from .backbone import Backbone
 from .enrol import Report, enrol_items, items_from_manifest
 from .index import Dataset, Index
@@ -128,7 +128,7 @@ def evaluate(manifest: Path, settings: Settings, *, query_seconds: float = 30.0,
             report.problems.append(f"{item.where}: artist {item.artist!r} has no training tracks; skipped")
             continue
         try:
-            duration = float(pipeline.decode.probe_duration(item.path) or 0.0)  # type: ignore[arg-type]
+            duration = float(decode.probe_duration(item.path) or 0.0)  # type: ignore[arg-type]
             a = _query(item.path, duration, query_seconds, bb, settings,
                        settings.slice_hop_seconds if query_hop_s is None else query_hop_s)  # type: ignore[arg-type]
         except errors.SpyError as exc:
@@ -251,7 +251,7 @@ def evaluate_seedcnn(manifest: Path, settings: Settings, *, query_seconds: float
     for item in test_items:
         if item.artist not in lab:
             continue
-        duration = float(pipeline.decode.probe_duration(item.path) or 0.0)  # type: ignore[arg-type]
+        duration = float(decode.probe_duration(item.path) or 0.0)  # type: ignore[arg-type]
         _, x = seedcnn.slices_of(item.path, params, cfg, start_s=max(0.0, (duration - query_seconds) / 2),  # type: ignore[arg-type]
                                  duration_s=query_seconds)
         p = head.predict(x)
