@@ -5,43 +5,36 @@
     GET  /v1/about                 the backbones and the active artist model
     GET  /healthz  /readyz  /metrics  /openapi.json
 
-One request: auth -> admission (at most max_queue_jobs jobs held; past it 429 + Retry-After) -> the body to
-a temp file, or the link fetched by fetch.py -> decode and features in a bounded thread pool -> patches to
-the one model worker (batcher.py), which batches them with every other request's -> finish -> the JSON the
-CLI prints. Errors become `SpyError.to_dict()` with the class's HTTP status, in one middleware.
+One request: auth -> admission (at most max_queue_jobs jobs held; past it 429 + Retry-After) -> the body
+to a temp file, or the link fetched by fetch.py -> decode and features in a bounded thread pool (jobs.py)
+-> patches to the one model worker (batcher.py), which batches them with every other request's -> finish
+-> the JSON the CLI prints. Errors become `SpyError.to_dict()` with the class's HTTP status, in one middleware.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import functools
 import hmac
 import ipaddress
-import itertools
 import json
 import logging
 import math
 import tempfile
-import threading
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable
 
-import numpy as np
 from aiohttp import BodyPartReader, web
 
-from . import artists, decode, errors, features, pipeline, tfserving
+from . import errors, features, tfserving
 from .batcher import ModelWorker
-from .client import genre_report
+from .jobs import Clip, Jobs
+from .metrics import Metrics
 from .settings import Settings
 
-__all__ = ["make_app", "serve", "check_bind", "is_loopback", "Metrics", "Jobs", "Clip",
-           "SETTINGS", "WORKER", "JOBS", "METRICS"]
+__all__ = ["make_app", "serve", "check_bind", "is_loopback", "SETTINGS", "WORKER", "JOBS", "METRICS"]
 
 log = logging.getLogger(__name__)
 
@@ -49,330 +42,6 @@ _JSON_MAX_BYTES = 64 * 1024      # a link request is a few hundred bytes
 _FIELD_MAX_BYTES = 256           # multipart text fields (at, seconds, name)
 _CHUNK = 64 * 1024
 _RAW_TYPES = ("application/octet-stream", "application/ogg")
-_NOT_READY_RETRY_S = 5.0
-
-
-# --- metrics (Prometheus text format) --------------------------------------------------------------------
-
-_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-_PATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-_LAG = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-
-
-def _labels(**kv: str) -> str:
-    if not kv:
-        return ""
-    esc = {k: str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") for k, v in kv.items()}
-    return "{" + ",".join(f'{k}="{v}"' for k, v in esc.items()) + "}"
-
-
-class _Histogram:
-    def __init__(self, name: str, doc: str, buckets: tuple[float, ...], label: str | None = None) -> None:
-        self.name, self.doc, self.buckets, self.label = name, doc, buckets, label
-        self._series: dict[str, tuple[list[int], list[float]]] = {}   # label -> (bucket counts, [sum, count])
-
-    def observe(self, value: float, label: str = "") -> None:
-        counts, total = self._series.setdefault(label, ([0] * (len(self.buckets) + 1), [0.0, 0.0]))
-        counts[bisect.bisect_left(self.buckets, value)] += 1
-        total[0] += value
-        total[1] += 1
-
-    def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.doc}", f"# TYPE {self.name} histogram"]
-        for label, (counts, (s, n)) in sorted(self._series.items()):
-            extra = {self.label: label} if self.label else {}
-            cum = 0
-            for le, c in zip([*map(str, self.buckets), "+Inf"], counts):
-                cum += c
-                out.append(f"{self.name}_bucket{_labels(**extra, le=le)} {cum}")
-            out.append(f"{self.name}_sum{_labels(**extra)} {s:.6f}")
-            out.append(f"{self.name}_count{_labels(**extra)} {int(n)}")
-        return out
-
-
-class Metrics:
-    """Counters and histograms for /metrics; safe to update from the model thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[tuple[str, str, int], int] = {}
-        self.request_seconds = _Histogram("spy_request_seconds", "Request latency by route.", _SECONDS, "route")
-        self.stage_seconds = _Histogram("spy_stage_seconds", "Job time per stage (queue, fetch, decode, "
-                                        "features, network, total).", _SECONDS, "stage")
-        self.batch_patches = _Histogram("spy_batch_patches", "Patches per network batch, by model.", _PATCHES, "model")
-        self.batch_requests = _Histogram("spy_batch_requests", "Requests sharing one network batch.", _PATCHES)
-        self.loop_lag = _Histogram("spy_event_loop_lag_seconds", "How late a 50-ms timer on the event loop fires.", _LAG)
-        self.loop_lag_max = 0.0
-        self.network_patches: dict[str, int] = {}
-        self.network_seconds: dict[str, float] = {}
-        self.slices = 0
-        self._recent: deque[tuple[float, int]] = deque()   # (monotonic, slices) of jobs in the last 10 s
-
-    def request(self, route: str, method: str, status: int, seconds: float) -> None:
-        with self._lock:
-            key = (route, method, status)
-            self.requests[key] = self.requests.get(key, 0) + 1
-            self.request_seconds.observe(seconds, route)
-
-    def batch(self, model: str, patches: int, requests: int, seconds: float) -> None:
-        with self._lock:
-            self.batch_patches.observe(patches, model)
-            self.batch_requests.observe(requests)
-            self.network_patches[model] = self.network_patches.get(model, 0) + patches
-            self.network_seconds[model] = self.network_seconds.get(model, 0.0) + seconds
-
-    def job(self, timings: dict[str, float], slices: int) -> None:
-        with self._lock:
-            for stage, seconds in timings.items():
-                self.stage_seconds.observe(seconds, stage)
-            self.slices += slices
-            self._recent.append((time.monotonic(), slices))
-
-    def lag(self, seconds: float) -> None:
-        with self._lock:
-            self.loop_lag.observe(seconds)
-            self.loop_lag_max = max(self.loop_lag_max, seconds)
-
-    def slices_per_second(self, window_s: float = 10.0) -> float:
-        with self._lock:
-            now = time.monotonic()
-            while self._recent and self._recent[0][0] < now - window_s:
-                self._recent.popleft()
-            return sum(n for _, n in self._recent) / window_s
-
-    def render(self, gauges: dict[str, tuple[str, float]]) -> str:
-        sps = self.slices_per_second()
-        with self._lock:
-            out = ["# HELP spy_requests_total Requests by route, method and status.", "# TYPE spy_requests_total counter"]
-            out += [f"spy_requests_total{_labels(route=r, method=m, status=str(s))} {n}"
-                    for (r, m, s), n in sorted(self.requests.items())]
-            for h in (self.request_seconds, self.stage_seconds, self.batch_patches, self.batch_requests, self.loop_lag):
-                out += h.render()
-            out += ["# HELP spy_network_patches_total Patches through the network, by model.",
-                    "# TYPE spy_network_patches_total counter"]
-            out += [f"spy_network_patches_total{_labels(model=m)} {n}" for m, n in sorted(self.network_patches.items())]
-            out += ["# HELP spy_network_seconds_total Seconds the network ran, by model.",
-                    "# TYPE spy_network_seconds_total counter"]
-            out += [f"spy_network_seconds_total{_labels(model=m)} {v:.6f}" for m, v in sorted(self.network_seconds.items())]
-            out += ["# HELP spy_slices_total Audio slices analysed.", "# TYPE spy_slices_total counter",
-                    f"spy_slices_total {self.slices}"]
-            gauges = {**gauges,
-                      "spy_slices_per_second": ("Slices analysed per second over the last 10 s.", sps),
-                      "spy_event_loop_lag_max_seconds": ("Largest event-loop lag seen.", self.loop_lag_max)}
-        for name, (doc, value) in gauges.items():
-            out += [f"# HELP {name} {doc}", f"# TYPE {name} gauge", f"{name} {value:g}"]
-        return "\n".join(out) + "\n"
-
-
-# --- jobs: admission, the decode pool, the path from a clip to an answer -----------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Clip:
-    """Audio to analyse: a local file, the part of it wanted, and how to show it."""
-
-    path: Path
-    seek_s: float                 # where in the file to start
-    duration_s: float | None      # how much (None: up to max_clip_seconds)
-    offset_s: float               # where the analysed audio starts in the user's source (for timelines)
-    hint: str | None
-    display: str                  # the "source" field of the answer
-    host: str                     # for the job's log line: a link's host, or "upload"
-    fetch_s: float = 0.0
-
-
-class Jobs:
-    """The jobs a service holds: a bounded count (backpressure), a bounded decode pool, one model worker."""
-
-    def __init__(self, settings: Settings, worker: ModelWorker, metrics: Metrics) -> None:
-        self.settings, self.worker, self.metrics = settings, worker, metrics
-        self.slots = max(1, settings.max_concurrent_decodes)
-        self.pool = ThreadPoolExecutor(self.slots, thread_name_prefix="spy-decode")
-        self._decoding = asyncio.Semaphore(self.slots)
-        self.active = 0
-        self.draining = False
-        self._ids = itertools.count(1)
-        self._job_s = 1.0                       # moving average of a job's wall time, for Retry-After
-        self._finished: deque[float] = deque()  # when recent jobs finished (the last 30 s), for Retry-After
-        self._fetcher: Any = None
-        self._warm = False
-
-    def check_open(self) -> None:
-        """503 while the model loads and while shutting down (with Retry-After: try again, maybe elsewhere)."""
-        if self.draining:
-            raise _unavailable("The listening service is restarting. Try again in a moment.")
-        if not self.ready:
-            raise _unavailable("The listening service is starting up. Try again in a moment.")
-
-    @property
-    def ready(self) -> bool:
-        return self.worker.ready and self._warm
-
-    async def start(self) -> None:
-        """Load and warm the networks, then the feature path (librosa's first call costs seconds)."""
-        await self.worker.start()
-        p = self.worker.params(self.worker.names[0])
-        silence = np.zeros((1, (p.patch_frames - 1) * p.hop_length), np.float32)
-        await asyncio.get_running_loop().run_in_executor(self.pool, features.patches, silence, p)
-        self._warm = True
-
-    @contextlib.contextmanager
-    def admit(self) -> Iterator[int]:
-        """Hold one of max_queue_jobs places for a job, or refuse with Busy (429) at once."""
-        if self.active >= self.settings.max_queue_jobs:
-            raise errors.Busy(retry_after_s=self.retry_after(), detail=f"{self.active} jobs held")
-        self.active += 1
-        try:
-            yield next(self._ids)
-        finally:
-            self.active -= 1
-
-    def retry_after(self) -> float:
-        """Seconds for the jobs held now to drain at the recent completion rate (1 to 60)."""
-        now = time.monotonic()
-        while self._finished and self._finished[0] < now - 30.0:
-            self._finished.popleft()
-        if len(self._finished) >= 2:
-            rate = len(self._finished) / max(1.0, now - self._finished[0])
-        else:
-            rate = self.slots / max(self._job_s, 0.1)
-        return float(min(60, max(1, math.ceil(self.active / rate))))
-
-    @property
-    def fetcher(self) -> Any:
-        if self._fetcher is None:
-            from .fetch import Fetcher  # yt-dlp is a heavy import; only link requests need it
-
-            self._fetcher = Fetcher(self.settings)
-        return self._fetcher
-
-    async def genre(self, job: int, clip: Clip) -> dict[str, object]:
-        analysis, hint = await self.analyse(clip, self.worker.names, keep_pooled=False)
-        report = genre_report(analysis, clip.display, hint)
-        self._done(job, "genre", clip, analysis, dict(report.timings))
-        return report.to_dict()
-
-    async def head(self) -> artists.Head:
-        """The active artist head (loaded in the model thread), or NoModel."""
-        head = await self.worker.call(artists.current_head, self.settings)
-        if head is None:
-            raise errors.NoModel()
-        if head.backbone not in self.worker.names:
-            raise errors.NoModel(detail=f"head {head.id} needs {head.backbone}, not loaded here")
-        return head
-
-    async def identify(self, job: int, clip: Clip, head: artists.Head) -> dict[str, object]:
-        analysis, hint = await self.analyse(clip, (head.backbone,), keep_pooled=head.config.feature == "pooled")
-        verdict = await self.worker.call(functools.partial(artists.verdict, head, analysis, clip.display, hint))
-        self._done(job, "identify", clip, analysis, dict(verdict.timings))
-        return verdict.to_dict()
-
-    async def analyse(self, clip: Clip, names: tuple[str, ...], *, keep_pooled: bool) -> tuple[pipeline.Analysis, str | None]:
-        """Decode and featurise in the pool, score in the model worker's batches, assemble the Analysis.
-
-        A job holds a decode slot only while it decodes; its patches go to the worker as soon as each
-        chunk is ready, so decoding the next chunk (or the next job) overlaps the network.
-        """
-        s = self.settings
-        loop = asyncio.get_running_loop()
-        t_total = time.perf_counter() - clip.fetch_s
-        lock = threading.Lock()   # a stream's generator runs in one pool thread at a time
-        scored: list[asyncio.Task[list[Any]]] = []
-        starts: list[np.ndarray] = []
-        t_wait = time.perf_counter()
-        async with self._decoding:
-            queued = time.perf_counter() - t_wait
-            stream, hint = await loop.run_in_executor(self.pool, self._open, clip)
-            it = iter(stream)
-            try:
-                while (batch := await loop.run_in_executor(self.pool, _next_locked, it, lock)) is not None:
-                    win_starts, x = batch
-                    starts.append(win_starts)
-                    scored.append(asyncio.create_task(self._score(names, x)))
-            except BaseException:
-                for task in scored:
-                    task.cancel()
-                self.pool.submit(_close_locked, it, lock)   # stops ffmpeg once the running step returns
-                raise
-        t_net = time.perf_counter()
-        results = await asyncio.gather(*scored)
-        network = time.perf_counter() - t_net if results else 0.0
-        timings = {"queue": queued, "decode": stream.decode_s, "features": stream.features_s, "network": network}
-        if clip.fetch_s:
-            timings = {"fetch": clip.fetch_s, **timings}
-        analysis = pipeline.finish(
-            stream, starts, {n: [r[i].tags for r in results] for i, n in enumerate(names)},
-            {n: self.worker.labels(n) for n in names}, [r[0].embedding for r in results],
-            [r[0].pooled for r in results] if keep_pooled else None, timings, t_total,
-            start_s=clip.seek_s, offset_s=clip.offset_s, min_seconds=s.min_audio_seconds,
-            silence_dbfs=s.silence_dbfs, path=clip.path)
-        return analysis, hint or clip.hint
-
-    async def _score(self, names: tuple[str, ...], x: np.ndarray) -> list[Any]:
-        """One chunk's patches through each network (a task: cancelled with its request, quietly)."""
-        return list(await asyncio.gather(*(self.worker.predict(n, x) for n in names)))
-
-    def _open(self, clip: Clip) -> tuple[pipeline.PatchStream, str | None]:
-        """(pool thread) Refuse audio over max_audio_seconds; cap what is analysed at max_clip_seconds."""
-        s = self.settings
-        probed = decode.probe_duration(clip.path)
-        if probed is not None and probed > s.max_audio_seconds:
-            raise errors.AudioTooLong(f"That audio is {_minutes(probed)} long; I take at most "
-                                      f"{_minutes(s.max_audio_seconds)}. Send a shorter piece.",
-                                      detail=f"{probed:.1f} s")
-        if probed is not None and clip.seek_s > 0 and probed - clip.seek_s < s.min_audio_seconds:
-            raise errors.TooShort(f"That audio is {_minutes(probed)} long: from {_clock(clip.seek_s)} there is "
-                                  f"less than {s.min_audio_seconds:.0f} s left to hear.", detail=f"{probed:.1f} s")
-        wanted = s.max_clip_seconds if clip.duration_s is None else min(clip.duration_s, s.max_clip_seconds)
-        hint = None
-        if probed is not None and clip.duration_s is None and probed - clip.seek_s > wanted + 1.0:
-            hint = (f"I listened to {_minutes(wanted)} from {_clock(clip.seek_s)}. "
-                    "To hear another part, send it with a start time (at).")
-        stream = pipeline.PatchStream(clip.path, self.worker.params(self.worker.names[0]), hop_s=s.slice_hop_seconds,
-                                      max_windows=self.worker.max_batch_size, start_s=clip.seek_s, duration_s=wanted,
-                                      max_seconds=s.max_audio_seconds, decode_timeout_s=s.decode_timeout_s)
-        return stream, hint
-
-    def _done(self, job: int, kind: str, clip: Clip, a: pipeline.Analysis, timings: dict[str, float]) -> None:
-        total = float(timings.get("total", 0.0))
-        self._job_s = 0.8 * self._job_s + 0.2 * total
-        now = time.monotonic()
-        self._finished.append(now)
-        while self._finished[0] < now - 30.0:
-            self._finished.popleft()
-        self.metrics.job(timings, a.n_slices)
-        log.info("job %d %s host=%s audio=%.1fs slices=%d timings=%s", job, kind, clip.host, a.seconds, a.n_slices,
-                 " ".join(f"{k}={v:.3f}" for k, v in timings.items()))
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self.pool.shutdown, wait=True, cancel_futures=True)
-
-
-def _next_locked(it: Iterator[Any], lock: threading.Lock) -> Any:
-    with lock:
-        return next(it, None)
-
-
-def _close_locked(it: Iterator[Any], lock: threading.Lock) -> None:
-    with lock:
-        close = getattr(it, "close", None)
-        if close is not None:
-            close()
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
-
-
-def _clock(seconds: float) -> str:
-    from .sources import format_time
-
-    return format_time(max(0.0, seconds))
-
-
-def _unavailable(message: str, retry_after_s: float = _NOT_READY_RETRY_S) -> errors.ClassifierUnavailable:
-    exc = errors.ClassifierUnavailable(message)
-    exc.retry_after_s = retry_after_s  # type: ignore[attr-defined]  # becomes a Retry-After header
-    return exc
 
 
 # --- reading requests ---------------------------------------------------------------------------------------
