@@ -27,7 +27,7 @@ SOUNDCLOUD_SHORT_HOST = "on.soundcloud.com"
 SOUNDCLOUD_HOSTS = frozenset({"soundcloud.com", "www.soundcloud.com", "m.soundcloud.com", SOUNDCLOUD_SHORT_HOST})
 
 # Hosts yt-dlp and ffmpeg may *connect to* while fetching one platform's link: its pages, APIs and CDNs.
-# Matched as "equal or a subdomain of"; enforced at the network edge by fetch.py's egress proxy.
+# Matched as "equal or a subdomain of"; enforced at the network edge by the egress proxy (egress.py).
 _EGRESS_SUFFIXES: dict[str, tuple[str, ...]] = {
     "youtube": ("youtube.com", "youtu.be", "youtube-nocookie.com", "googlevideo.com", "ytimg.com",
                 "ggpht.com", "googleapis.com"),
@@ -197,7 +197,7 @@ def is_allowed_url(url: str, extra_hosts: tuple[str, ...] = ()) -> bool:
 
 
 def egress_allowed(platform: str, host: str, port: int, extra_hosts: tuple[str, ...] = ()) -> bool:
-    """May a fetch of a `platform` link open a connection to `host:port`? (Used by fetch.py's egress proxy.)"""
+    """May a fetch of a `platform` link open a connection to `host:port`? (Used by the egress proxy, egress.py.)"""
     host = host.lower().rstrip(".")
     if platform == "extra":
         for entry in extra_hosts:

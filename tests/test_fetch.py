@@ -14,6 +14,7 @@ import pytest
 import yt_dlp
 
 from classifier import errors, fetch
+from classifier.egress import Egress
 from classifier.fetch import Fetched, Fetcher, choose_window, fetch_window, resolve_redirects, ydl_options
 from classifier.settings import Settings
 from classifier.sources import Source, egress_allowed, find_source, is_allowed_url, split_host_port
@@ -205,7 +206,7 @@ def test_resolve_redirects_checks_every_hop_before_following_it(media_host: Medi
     media_host.redirects["/b"] = media_host.url("tone.mp3")
     media_host.redirects["/out"] = "http://10.255.255.1:9/secret"
     permit = lambda host, port: egress_allowed("extra", host, port, extras)  # noqa: E731
-    with fetch._Egress(permit=permit, upstream=None, max_bytes=10**6, io_timeout_s=5) as egress:
+    with Egress(permit=permit, upstream=None, max_bytes=10**6, io_timeout_s=5) as egress:
         def resolve(url: str) -> str:
             return resolve_redirects(url, proxy_url=egress.url, allowed=lambda u: is_allowed_url(u, extras),
                                      done=lambda u: u.endswith(".mp3"), timeout_s=5)
