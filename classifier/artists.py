@@ -26,7 +26,8 @@ from .pipeline import Analysis
 from .settings import Settings
 from .verdict import TimelinePoint, Verdict
 
-__all__ = ["HeadConfig", "Head", "fit", "train", "current_head", "verdict", "calibrate", "features_of"]
+__all__ = ["CALIBRATION_SECONDS", "HeadConfig", "Head", "fit", "train", "current_head", "verdict", "calibrate",
+           "features_of"]
 
 log = logging.getLogger(__name__)
 
@@ -201,32 +202,55 @@ def _fit_linear_lbfgs(z: np.ndarray, y: np.ndarray, w: np.ndarray, n_out: int, l
     return (res.x[: d * n_out].reshape(d, n_out).astype(np.float32), res.x[d * n_out:].astype(np.float32))
 
 
-def _query_chunks(ds: Dataset, seconds: float) -> list[tuple[int, np.ndarray]]:
-    """Consecutive non-overlapping `seconds`-long groups of slices per track: (artist, slice indices)."""
+# Clip lengths the threshold is calibrated on: a voice note, a link's window, a long upload.
+CALIBRATION_SECONDS = (10.0, 30.0, 60.0, 120.0)
+
+
+def _query_chunks(ds: Dataset, seconds: float, hop_s: float) -> list[tuple[int, np.ndarray]]:
+    """Consecutive non-overlapping `seconds`-long chunks per track, sliced as a query would be.
+
+    Enrolment stores a slice every 1.5 s; a query is sliced every `hop_s` (3 s). Each chunk keeps only
+    slices at least `hop_s` apart, so it has as many slices as a real query of that length.
+    Returns (artist, slice indices) pairs: whole chunks only, or the whole track (3 slices or more)
+    when it is shorter than one chunk.
+    """
+    full = int((seconds - 2.976 + 1e-6) // hop_s) + 1     # slices in a whole chunk
     out = []
     for t in np.unique(ds.track):
         idx = np.flatnonzero(ds.track == t)
-        starts = ds.starts[idx]
-        lo = float(starts.min())
-        while True:
-            sel = idx[(starts >= lo) & (starts + 2.976 <= lo + seconds + 1e-6)]
-            if len(sel) < 3:
-                break
-            out.append((int(ds.y[sel[0]]), sel))
-            lo += seconds
+        idx = idx[np.argsort(ds.starts[idx], kind="stable")]
+        lo = float(ds.starts[idx[0]])
+        chunks: dict[int, list[int]] = {}
+        last: dict[int, float] = {}
+        for i in idx:    # one pass: a slice joins its chunk if it fits inside and is hop_s past the last one
+            st = float(ds.starts[i])
+            c = int((st - lo + 1e-6) // seconds)
+            if st + 2.976 <= lo + (c + 1) * seconds + 1e-6 and st >= last.get(c, -np.inf) + hop_s - 1e-3:
+                chunks.setdefault(c, []).append(int(i))
+                last[c] = st
+        # whole chunks only (a 9-s tail is not a 30-s query), unless the track is shorter than one chunk:
+        # then, like a query of that track, it is all there is
+        whole = [sel for _, sel in sorted(chunks.items()) if len(sel) >= full]
+        if not whole and len(chunks) == 1 and len(chunks[0]) >= 3:
+            whole = [chunks[0]]
+        out += [(int(ds.y[sel[0]]), np.array(sel)) for sel in whole]
     return out
 
 
-def calibrate(ds: Dataset, cfg: HeadConfig, *, query_seconds: float = 30.0, folds: int = 3,
-              seed: int = 0) -> tuple[float, dict[str, float]]:
+def calibrate(ds: Dataset, cfg: HeadConfig, *, lengths: tuple[float, ...] = CALIBRATION_SECONDS,
+              hop_s: float = 3.0, folds: int = 3, seed: int = 0) -> tuple[float, dict[str, Any]]:
     """Choose the "I don't know" threshold on held-out data from the training set itself.
 
-    Tracks are split into `folds` groups; each fold trains on the others and scores `query_seconds`
-    chunks of its held-out tracks. In each fold about one artist in nine (at least one, a different set
-    per fold) is also left out entirely, so its chunks play the part of tracks by artists nobody
-    enrolled. The threshold on the winner's
+    Tracks are split into `folds` groups; each fold trains on the others and scores chunks of its
+    held-out tracks, `lengths` seconds long and sliced every `hop_s` seconds as queries are. In each
+    fold about one artist in nine (at least one, a different set per fold) is also left out entirely,
+    so its chunks play the part of tracks by artists nobody enrolled. The threshold on the winner's
     score is the one that minimises false accepts (wrong or non-enrolled winner accepted) plus false
-    rejects (right winner refused). Returns (threshold, rates).
+    rejects (right winner refused), averaged over the lengths so that each length counts the same
+    (on the dev corpus the best threshold for each length alone showed no trend with the length, so one
+    threshold from all the chunks is kept rather than four, each from a quarter of them).
+
+    Returns (threshold, rates): the rates at that threshold, over all lengths and per length.
     """
     rng = np.random.default_rng(seed)
     tracks = np.unique(ds.track)
@@ -234,7 +258,8 @@ def calibrate(ds: Dataset, cfg: HeadConfig, *, query_seconds: float = 30.0, fold
     fold_of = {int(t): i % folds for i, t in enumerate(tracks)}
     artists = np.arange(len(ds.labels))
     rng.shuffle(artists)
-    right, wrong = [], []
+    right: dict[float, list[float]] = {s: [] for s in lengths}
+    wrong: dict[float, list[float]] = {s: [] for s in lengths}
     for f in range(folds):
         unknown = set(int(a) for a in artists[f::folds][:max(1, len(artists) // (folds * 3))])
         test_mask = np.array([fold_of[int(t)] == f for t in ds.track])
@@ -250,21 +275,39 @@ def calibrate(ds: Dataset, cfg: HeadConfig, *, query_seconds: float = 30.0, fold
         test = Dataset(ds.embedding[test_mask], ds.pooled[test_mask], ds.starts[test_mask], ds.y[test_mask],
                        ds.track[test_mask], ds.labels)
         x_all = features_of(cfg.feature, test.embedding, test.pooled)
-        for artist, sel in _query_chunks(test, query_seconds):
-            p = np.asarray(model(((x_all[sel] - mean) / scale).astype(np.float32), training=False))
-            r = voting.rank(p, sub.labels, k=1, rule=cfg.rule)  # type: ignore[arg-type]
-            c = r.candidates[0]
-            ok = artist in remap and c.label == ds.labels[artist]
-            (right if ok else wrong).append(c.score)
-    if not right or not wrong:
-        return 0.0, {"n_right": len(right), "n_wrong": len(wrong)}
-    r_arr, w_arr = np.array(right), np.array(wrong)
-    grid = np.unique(np.concatenate([r_arr, w_arr, [0.0]]))
-    costs = [(np.mean(w_arr >= t) + np.mean(r_arr < t), t) for t in grid]
-    _, best = min(costs)
-    rates = {"threshold": float(best), "false_accept": float(np.mean(w_arr >= best)),
-             "false_reject": float(np.mean(r_arr < best)), "n_right": len(right), "n_wrong": len(wrong)}
-    return float(best), rates
+        p_all = np.asarray(model(((x_all - mean) / scale).astype(np.float32), training=False))
+        for seconds in lengths:
+            for artist, sel in _query_chunks(test, seconds, hop_s):
+                c = voting.rank(p_all[sel], sub.labels, k=1, rule=cfg.rule).candidates[0]  # type: ignore[arg-type]
+                ok = artist in remap and c.label == ds.labels[artist]
+                (right if ok else wrong)[seconds].append(c.score)
+    return choose_threshold({s: np.array(v) for s, v in right.items()}, {s: np.array(v) for s, v in wrong.items()},
+                            hop_s=hop_s)
+
+
+def choose_threshold(right: dict[float, np.ndarray], wrong: dict[float, np.ndarray], *,
+                     hop_s: float = 3.0) -> tuple[float, dict[str, Any]]:
+    """The score threshold minimising false accepts + false rejects, averaged over clip lengths.
+
+    right / wrong : clip length -> winner scores of chunks whose winner was right / wrong (or not enrolled)
+    Lengths without chunks on both sides are left out. Returns (threshold, rates at it).
+    """
+    used = [s for s in right if len(right[s]) and len(wrong.get(s, ()))]
+    if not used:
+        return 0.0, {"n_right": int(sum(map(len, right.values()))), "n_wrong": int(sum(map(len, wrong.values())))}
+
+    def rates_at(t: float, s: float) -> tuple[float, float]:
+        return float(np.mean(wrong[s] >= t)), float(np.mean(right[s] < t))
+
+    grid = np.unique(np.concatenate([*(right[s] for s in used), *(wrong[s] for s in used), [0.0]]))
+    _, best = min((float(np.mean([sum(rates_at(t, s)) for s in used])), float(t)) for t in grid)
+    by_length = {f"{s:g}": dict(zip(("false_accept", "false_reject"), rates_at(best, s)),
+                                n_right=len(right[s]), n_wrong=len(wrong[s])) for s in used}
+    return best, {"threshold": best, "hop_s": hop_s,
+                  "false_accept": float(np.mean([v["false_accept"] for v in by_length.values()])),
+                  "false_reject": float(np.mean([v["false_reject"] for v in by_length.values()])),
+                  "n_right": sum(v["n_right"] for v in by_length.values()),
+                  "n_wrong": sum(v["n_wrong"] for v in by_length.values()), "by_length": by_length}
 
 
 def train(index: Index, settings: Settings, cfg: HeadConfig = HeadConfig(), *, backbone: str = "msd_musicnn",
@@ -277,7 +320,7 @@ def train(index: Index, settings: Settings, cfg: HeadConfig = HeadConfig(), *, b
                                 "Enrol more with `spy enrol ARTIST FILES...`.")
     model, mean, scale = fit(ds, cfg)
     t_fit = time.perf_counter() - t0
-    threshold, rates = calibrate(ds, cfg) if calibrate_threshold else (0.0, {})
+    threshold, rates = calibrate(ds, cfg, hop_s=settings.slice_hop_seconds) if calibrate_threshold else (0.0, {})
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     head_id = time.strftime("head-%Y%m%d-%H%M%S", time.gmtime()) + f"-{len(ds.labels)}a"
     summary = {"artists": len(ds.labels), "tracks": int(len(np.unique(ds.track))), "slices": int(len(ds.y)),

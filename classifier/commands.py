@@ -258,7 +258,8 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     cal = head.summary.get("calibration", {})
     print(f"Trained {head.id}: {len(head.labels)} artists, {head.summary['slices']} slices, "
           f"{time.perf_counter() - t0:.1f} s. \"I don't know\" below {head.threshold:.2f} "
-          f"(held-out: false accept {cal.get('false_accept', 0):.2f}, false reject {cal.get('false_reject', 0):.2f}).")
+          f"(held-out clips of 10 s to 2 min: false accept {cal.get('false_accept', 0):.2f}, "
+          f"false reject {cal.get('false_reject', 0):.2f}).")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Everything happens in a temporary index (the operator's is never touched); test tracks never give a
 slice to training, and a test row whose file is byte-for-byte a training row's file is left out
-(and named among the problems); the "I don't know" threshold is calibrated on the training tracks only; tracks by
+(and named among the problems); the "I don't know" threshold is calibrated on the training tracks only,
+exactly as `spy train` calibrates it (the same threshold whatever the query length); tracks by
 artists nobody enrolled are simulated by training a second head without a quarter of the artists and
 querying their test tracks.
 """
@@ -127,7 +128,9 @@ def evaluate(manifest: Path, settings: Settings, *, query_seconds: float = 30.0,
             ds = _limit_seconds(ds, train_seconds)
         t1 = time.perf_counter()
         model, mean, scale = artists.fit(ds, cfg)
-        threshold, _ = artists.calibrate(ds, cfg, query_seconds=query_seconds)
+        # calibrated exactly as `spy train` calibrates it (clips sliced at the product's query hop)
+        hop = settings.slice_hop_seconds if query_hop_s is None else query_hop_s
+        threshold, _ = artists.calibrate(ds, cfg, hop_s=hop)
         t_train = time.perf_counter() - t1
 
         # A second head that never saw a quarter of the artists: their test tracks are "unknown".
@@ -150,8 +153,7 @@ def evaluate(manifest: Path, settings: Settings, *, query_seconds: float = 30.0,
             continue
         try:
             duration = float(decode.probe_duration(item.path) or 0.0)  # type: ignore[arg-type]
-            a = _query(item.path, duration, query_seconds, bb, settings,
-                       settings.slice_hop_seconds if query_hop_s is None else query_hop_s)  # type: ignore[arg-type]
+            a = _query(item.path, duration, query_seconds, bb, settings, hop)  # type: ignore[arg-type]
         except errors.SpyError as exc:
             report.problems.append(f"{item.where}: {exc.user_message}")
             continue

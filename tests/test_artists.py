@@ -102,3 +102,61 @@ def test_lbfgs_linear_head_reaches_the_optimum() -> None:
     k1, b1 = artists._fit_linear_lbfgs(z, y, w, 3, 1e-3)
     k2, b2 = artists._fit_linear_lbfgs(z, y, w, 3, 1e-3)
     np.testing.assert_allclose(k1, k2, atol=1e-6)
+
+
+def _slices_dataset(n_artists: int, tracks_per_artist: int, seconds: float, *, noise: float, seed: int = 0):  # noqa: ANN202
+    """Slice features as enrolment stores them: one every 1.5 s per track, clustered by artist."""
+    from classifier.index import Dataset
+
+    rng = np.random.default_rng(seed)
+    starts_one = np.arange(0.0, seconds - 2.976 + 1e-6, 1.5, dtype=np.float32)
+    centres = rng.standard_normal((n_artists, 16)) * 2
+    y = np.repeat(np.arange(n_artists), tracks_per_artist * len(starts_one))
+    track = np.repeat(np.arange(n_artists * tracks_per_artist), len(starts_one))
+    x = (centres[y] + noise * rng.standard_normal((len(y), 16))).astype(np.float32)
+    starts = np.tile(starts_one, n_artists * tracks_per_artist)
+    return Dataset(np.zeros((len(y), 200), np.float32), x, starts, y, track,
+                   tuple(f"artist {i}" for i in range(n_artists)))
+
+
+def test_calibration_chunks_are_sliced_like_queries() -> None:
+    ds = _slices_dataset(1, 1, 100.0, noise=1.0)
+    chunks = artists._query_chunks(ds, 30.0, 3.0)
+    # a 30-s query at hop 3 s has windows at 0, 3, ..., 27 s: ten slices (27 + 2.976 <= 30)
+    assert [len(sel) for _, sel in chunks] == [10, 10, 10]
+    for k, (_, sel) in enumerate(chunks):
+        st = ds.starts[sel]
+        assert st[0] == 30.0 * k and np.all(np.diff(st) >= 3.0 - 1e-3) and st[-1] + 2.976 <= 30.0 * (k + 1) + 1e-6
+    # the 9-s tail (90-99 s) is not a 30-s query and is left out; the stored 1.5-s grid would have given
+    # 19 slices per chunk, twice as many votes as a real query has
+    assert [len(sel) for _, sel in artists._query_chunks(ds, 30.0, 1.5)] == [19, 19, 19]
+    # a track shorter than the chunk is one chunk, as a query of it would be
+    short = _slices_dataset(1, 1, 20.0, noise=1.0)
+    assert [len(sel) for _, sel in artists._query_chunks(short, 30.0, 3.0)] == [6]
+    # a 10-s voice note: windows at 0, 3 and 6 s
+    assert {len(sel) for _, sel in artists._query_chunks(ds, 10.0, 3.0)} == {3}
+
+
+def test_threshold_minimises_false_accepts_plus_false_rejects_over_lengths() -> None:
+    right = {10.0: np.array([0.5, 0.6, 0.7, 0.9]), 30.0: np.array([0.55, 0.8, 0.95])}
+    wrong = {10.0: np.array([0.2, 0.3, 0.65]), 30.0: np.array([0.4, 0.5]), 60.0: np.array([0.1])}
+    threshold, rates = artists.choose_threshold(right, wrong)
+    # at 0.55: 10 s refuses 0.5 (FR 1/4) and accepts 0.65 (FA 1/3); 30 s is clean. Mean cost (7/12)/2.
+    # every other cut costs more: e.g. 0.5 accepts 0.5 at 30 s too, 0.6 refuses 0.55 and 0.5.
+    assert threshold == pytest.approx(0.55)
+    assert set(rates["by_length"]) == {"10", "30"}      # 60 s has no right answers: not used
+    assert rates["by_length"]["10"]["false_accept"] == pytest.approx(1 / 3)
+    assert rates["by_length"]["10"]["false_reject"] == pytest.approx(1 / 4)
+    assert rates["by_length"]["30"]["false_accept"] == 0.0 and rates["by_length"]["30"]["false_reject"] == 0.0
+    # nothing on one side: no threshold can be chosen, and nobody is refused
+    assert artists.choose_threshold({30.0: np.array([0.9])}, {30.0: np.array([])})[0] == 0.0
+
+
+def test_calibration_scores_every_length_on_held_out_folds() -> None:
+    ds = _slices_dataset(6, 3, 130.0, noise=2.5)
+    threshold, rates = artists.calibrate(ds, artists.HeadConfig(epochs=5))
+    assert 0.0 < threshold <= 1.0 and rates["threshold"] == threshold and rates["hop_s"] == 3.0
+    assert set(rates["by_length"]) == {"10", "30", "60", "120"}
+    # 18 tracks of 130 s: each is scored once (in its held-out fold) per whole chunk of each length
+    n = {k: v["n_right"] + v["n_wrong"] for k, v in rates["by_length"].items()}
+    assert n == {"10": 18 * 13, "30": 18 * 4, "60": 18 * 2, "120": 18 * 1}
