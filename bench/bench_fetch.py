@@ -88,6 +88,7 @@ def windowed(host: MediaHost, name: str, settings: Settings) -> tuple[int, int, 
         fetched = fetch_window(source, settings, Path(workdir), window_s=WINDOW_S)
         seconds = time.perf_counter() - started
         size = fetched.path.stat().st_size
+    host.wait_idle()        # responses still draining into closed connections count too
     return host.bytes_sent, fetched.bytes_read, seconds, size
 
 

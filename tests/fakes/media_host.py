@@ -72,8 +72,11 @@ def content_type(path: Path) -> str:
     return _MIME.get(path.suffix.lstrip("."), "application/octet-stream")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Request:
+    """One request, recorded when its response starts (`sent` grows while the body goes out), so a test
+    that looks right after the client hung up sees it even if the server has not noticed yet."""
+
     method: str
     path: str
     range: str | None
@@ -94,6 +97,8 @@ class MediaHost:
         self.slow: dict[str, float] = {}          # path -> seconds between 1 KiB chunks
         self.requests: list[Request] = []
         self._lock = threading.Lock()
+        self._active = 0                          # responses still sending a body
+        self._idle = threading.Condition(self._lock)
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.host, self._server.sndbuf = self, sndbuf
         self.port = self._server.server_address[1]
@@ -122,6 +127,11 @@ class MediaHost:
     def bytes_sent(self) -> int:
         with self._lock:
             return sum(r.sent for r in self.requests)
+
+    def wait_idle(self, timeout_s: float = 10.0) -> bool:
+        """Wait until no response is still sending (a client that hung up is noticed on the next write)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._active == 0, timeout_s)
 
     def reset(self) -> None:
         with self._lock:
@@ -194,8 +204,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", mime)
         self.send_header("Content-Length", str(end - start + 1))
         self.send_header("Accept-Ranges", "bytes")
+        request = Request(self.command, path, asked, 0)
+        with host._lock:
+            host.requests.append(request)
+            host._active += 1
         self.end_headers()
-        sent = 0
         delay = host.slow.get(path)
         try:
             if body:
@@ -207,14 +220,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                         if not chunk:
                             break
                         self.wfile.write(chunk)
-                        sent += len(chunk)
+                        with host._lock:
+                            request.sent += len(chunk)
                         left -= len(chunk)
                         if delay:
                             time.sleep(delay)
         except OSError:                                         # the client hung up: normal for windowed reads
             self.close_connection = True
         finally:
-            host._record(Request(self.command, path, asked, sent))
+            with host._idle:
+                host._active -= 1
+                host._idle.notify_all()
 
 
 # --- pytest fixtures (import them into a test module to use them) -----------------------------------
