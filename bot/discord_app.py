@@ -58,7 +58,7 @@ from discord.ext import commands
 from classifier import errors
 from classifier.client import Classifier, Query
 from classifier.settings import Settings
-from classifier.sources import Source, format_time, parse_time
+from classifier.sources import Source, parse_time
 from classifier.verdict import GenreReport, Verdict
 
 from . import charts, links, media, replies
@@ -81,6 +81,9 @@ DOWNLOAD_FAILED = "I could not download that file from Discord. Send it again?"
 HISTORY_PAGE = 10           # answers per page of /history, as on Telegram: a phone screen
 _EDIT_INTERVAL_S = 1.0      # a webhook takes about 5 edits per 2 s; stage changes always show
 _LINK_CHARS, _AT_CHARS = 500, 32
+# what /identify and /genre say about their options
+_CLIP_OPTIONS = {"link": "A YouTube or SoundCloud link", "file": "A voice message or an audio file",
+                 "at": "Where to listen, like 1:02:03 or 62:03"}
 _FORM_TIMEOUT_S = 15 * 60   # an abandoned form is forgotten when its interaction token expires anyway
 _COLOURS = {"identified": discord.Colour.green(), "unknown": discord.Colour.light_grey(),
             "genre": discord.Colour.blurple()}
@@ -377,8 +380,7 @@ class DiscordSpy(commands.Cog):
 
     # -- slash commands -------------------------------------------------------------------------------------
     @app_commands.command(name="identify", description="Who made this? A link (with a time) or an audio file.")
-    @app_commands.describe(link="A YouTube or SoundCloud link", file="A voice message or an audio file",
-                           at="Where to listen, like 1:02:03 or 62:03")
+    @app_commands.describe(**_CLIP_OPTIONS)
     @app_commands.allowed_contexts(guilds=True, dms=True)
     @app_commands.allowed_installs(guilds=True)
     async def identify(self, interaction: discord.Interaction,
@@ -389,8 +391,7 @@ class DiscordSpy(commands.Cog):
         await self._slash(interaction, "identify", link, file, at)
 
     @app_commands.command(name="genre", description="The genre of a link (with a time) or an audio file.")
-    @app_commands.describe(link="A YouTube or SoundCloud link", file="A voice message or an audio file",
-                           at="Where to listen, like 1:02:03 or 62:03")
+    @app_commands.describe(**_CLIP_OPTIONS)
     @app_commands.allowed_contexts(guilds=True, dms=True)
     @app_commands.allowed_installs(guilds=True)
     async def genre(self, interaction: discord.Interaction,
@@ -585,9 +586,7 @@ class DiscordSpy(commands.Cog):
             note = None
             duration = what.attachment.duration
             if duration is not None and duration - (what.at or 0.0) > s.max_clip_seconds:
-                start = f" from {format_time(what.at)}" if what.at else ""
-                first = "" if start else " the first"
-                note = f"I listened to{first} {replies.format_wait(s.max_clip_seconds)}{start}."
+                note = replies.clipped_note(s.max_clip_seconds, what.at)
             yield Query(path=path, at=what.at, duration_s=s.max_clip_seconds, label=what.label), note
 
     async def _chart(self, result: Verdict | GenreReport, limit: int) -> bytes | None:

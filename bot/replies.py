@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from classifier import errors
+from classifier.sources import format_time
 from classifier.verdict import GenreReport, Verdict
 from classifier.voting import Candidate
 
@@ -89,6 +90,13 @@ def bar(x: float, cells: int = BAR_CELLS) -> str:
     """A text bar for a share in 0..1: `bar(0.5, 8)` -> `████░░░░`."""
     full = round(cells * min(1.0, max(0.0, x)))
     return _FULL * full + _EMPTY * (cells - full)
+
+
+def clipped_note(limit_s: float, at_s: float | None = None) -> str:
+    """The note under an answer when only part of a long file was heard (both bots send it)."""
+    if at_s:
+        return f"I listened to {format_wait(limit_s)} from {format_time(at_s)}."
+    return f"I listened to the first {format_wait(limit_s)}."
 
 
 def format_wait(seconds: float) -> str:

@@ -489,7 +489,7 @@ class TelegramSpy:
                                          detail=str(exc)) from exc
             note = None
             if what.duration_s is not None and what.duration_s > s.max_clip_seconds:
-                note = f"I listened to the first {replies.format_wait(s.max_clip_seconds)}."
+                note = replies.clipped_note(s.max_clip_seconds)
             yield Query(path=path, duration_s=s.max_clip_seconds, label=what.label), note
 
     async def _send_chart(self, context: Context, answer: Message, result: Verdict | GenreReport) -> None:

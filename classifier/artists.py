@@ -281,12 +281,12 @@ def calibrate(ds: Dataset, cfg: HeadConfig, *, lengths: tuple[float, ...] = CALI
                 c = voting.rank(p_all[sel], sub.labels, k=1, rule=cfg.rule).candidates[0]  # type: ignore[arg-type]
                 ok = artist in remap and c.label == ds.labels[artist]
                 (right if ok else wrong)[seconds].append(c.score)
-    return choose_threshold({s: np.array(v) for s, v in right.items()}, {s: np.array(v) for s, v in wrong.items()},
-                            hop_s=hop_s)
+    threshold, rates = choose_threshold({s: np.array(v) for s, v in right.items()},
+                                        {s: np.array(v) for s, v in wrong.items()})
+    return threshold, {**rates, "hop_s": hop_s}
 
 
-def choose_threshold(right: dict[float, np.ndarray], wrong: dict[float, np.ndarray], *,
-                     hop_s: float = 3.0) -> tuple[float, dict[str, Any]]:
+def choose_threshold(right: dict[float, np.ndarray], wrong: dict[float, np.ndarray]) -> tuple[float, dict[str, Any]]:
     """The score threshold minimising false accepts + false rejects, averaged over clip lengths.
 
     right / wrong : clip length -> winner scores of chunks whose winner was right / wrong (or not enrolled)
@@ -303,7 +303,7 @@ def choose_threshold(right: dict[float, np.ndarray], wrong: dict[float, np.ndarr
     _, best = min((float(np.mean([sum(rates_at(t, s)) for s in used])), float(t)) for t in grid)
     by_length = {f"{s:g}": dict(zip(("false_accept", "false_reject"), rates_at(best, s)),
                                 n_right=len(right[s]), n_wrong=len(wrong[s])) for s in used}
-    return best, {"threshold": best, "hop_s": hop_s,
+    return best, {"threshold": best,
                   "false_accept": float(np.mean([v["false_accept"] for v in by_length.values()])),
                   "false_reject": float(np.mean([v["false_reject"] for v in by_length.values()])),
                   "n_right": sum(v["n_right"] for v in by_length.values()),

@@ -177,3 +177,8 @@ def test_about_lists_the_model_and_its_artists() -> None:
 def test_rows_come_from_candidates_in_order() -> None:
     v = dataclasses.replace(canned_verdict(), artists=(Candidate("X", 0.5, 3), Candidate("Y", 0.25, 1)))
     assert [r.render() for r in replies.identify_answer(v).rows] == ["1. ████░░░░  50%  X", "2. ██░░░░░░  25%  Y"]
+
+
+def test_clipped_note_says_which_part_was_heard() -> None:
+    assert replies.clipped_note(120.0) == "I listened to the first 2 min."
+    assert replies.clipped_note(120.0, 3723.0) == "I listened to 2 min from 1:02:03."
