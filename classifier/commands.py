@@ -287,7 +287,7 @@ def cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
           f"slice top-1 {res.slice_top1:.3f}")
     print(f"\"I don't know\" threshold {res.threshold:.2f} (calibrated on training tracks): false accept "
           f"{res.false_accept:.2f}, false reject {res.false_reject:.2f}, non-enrolled artists accepted "
-          f"{res.unknown_false_accept:.2f}")
+          f"{res.unknown_false_accept:.2f} ({res.n_unknown} queries)")
     print(f"\n{'artist':32s} {'tracks':>6s} {'top1':>5s} {'top5':>5s}")
     for p in res.per_artist:
         print(f"{p['artist'][:32]:32s} {p['tracks']:6d} {p['top1']:5.2f} {p['top5']:5.2f}")

@@ -32,6 +32,10 @@ def _manifest(tmp_path: Path, demo_lib: dict[str, list[Path]]) -> Path:
     return path
 
 
+def _no_nan(token: str) -> float:
+    raise AssertionError(f"{token} is not JSON")
+
+
 def test_eval_json_on_a_generated_split(tmp_path: Path, demo_lib, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
                                         capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "operator-data"
@@ -41,7 +45,7 @@ def test_eval_json_on_a_generated_split(tmp_path: Path, demo_lib, monkeypatch: p
     png = tmp_path / "confusion.png"
     assert cli.main(["eval", "--manifest", str(manifest), "--query-seconds", "10", "--json",
                      "--confusion", str(png)]) == 0
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out, parse_constant=_no_nan)
     for key in ("top1", "top5", "macro_top1", "slice_top1", "n_artists", "n_test_tracks", "seconds"):
         assert key in out
     assert out["n_artists"] == 3
@@ -55,6 +59,10 @@ def test_eval_json_on_a_generated_split(tmp_path: Path, demo_lib, monkeypatch: p
     assert 0.5 < out["slice_top1"] <= 1.0
     assert {p["artist"] for p in out["per_artist"]} == set(demo_lib)
     assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # every test track is also queried once by a head that never saw its artist (three heads, one artist
+    # left out of each), so the non-enrolled rate rests on all three queries, not on one artist's
+    assert out["n_unknown"] == 3
+    assert 0.0 <= out["unknown_false_accept"] <= 1.0
     # evaluation works in its own temporary index: the operator's data directory is never created
     assert not data.exists()
 
@@ -76,8 +84,10 @@ def test_eval_seed_cnn_same_protocol(tmp_path: Path, demo_lib, monkeypatch: pyte
     manifest = _manifest(tmp_path, demo_lib)
     assert cli.main(["eval", "--manifest", str(manifest), "--arch", "seedcnn", "--epochs", "2", "--query-seconds",
                      "10", "--json", "--confusion", str(tmp_path / "c.png")]) == 0
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out, parse_constant=_no_nan)
     assert out["n_artists"] == 3 and out["n_test_tracks"] == 3
+    # the seed CNN has no "I don't know" threshold: its rates are null (valid JSON), not NaN
+    assert out["false_accept"] is None and out["unknown_false_accept"] is None
     assert any("renamed-copy.wav is the same audio file" in p for p in out["problems"])
     # with three artists every true artist is in the top 5, per artist too
     assert out["top5"] == 1.0 and all(p["top5"] == 1.0 for p in out["per_artist"])
