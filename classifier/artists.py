@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from .settings import Settings
 from .verdict import TimelinePoint, Verdict
 
 __all__ = ["CALIBRATION_SECONDS", "HeadConfig", "Head", "fit", "train", "current_head", "verdict", "calibrate",
-           "features_of"]
+           "choose_threshold", "features_of", "held_out_chunks"]
 
 log = logging.getLogger(__name__)
 
@@ -237,20 +237,18 @@ def _query_chunks(ds: Dataset, seconds: float, hop_s: float) -> list[tuple[int, 
     return out
 
 
-def calibrate(ds: Dataset, cfg: HeadConfig, *, lengths: tuple[float, ...] = CALIBRATION_SECONDS,
-              hop_s: float = 3.0, folds: int = 3, seed: int = 0) -> tuple[float, dict[str, Any]]:
-    """Choose the "I don't know" threshold on held-out data from the training set itself.
+def held_out_chunks(ds: Dataset, cfg: HeadConfig, *, lengths: tuple[float, ...] = CALIBRATION_SECONDS,
+                    hop_s: float = 3.0, folds: int = 3,
+                    seed: int = 0) -> Iterator[tuple[float, str | None, np.ndarray, tuple[str, ...]]]:
+    """Query-like chunks of training tracks, each scored by a head that never saw its track.
 
     Tracks are split into `folds` groups; each fold trains on the others and scores chunks of its
     held-out tracks, `lengths` seconds long and sliced every `hop_s` seconds as queries are. In each
     fold about one artist in nine (at least one, a different set per fold) is also left out entirely,
-    so its chunks play the part of tracks by artists nobody enrolled. The threshold on the winner's
-    score is the one that minimises false accepts (wrong or non-enrolled winner accepted) plus false
-    rejects (right winner refused), averaged over the lengths so that each length counts the same
-    (on the dev corpus the best threshold for each length alone showed no trend with the length, so one
-    threshold from all the chunks is kept rather than four, each from a quarter of them).
+    so its chunks play the part of tracks by artists nobody enrolled.
 
-    Returns (threshold, rates): the rates at that threshold, over all lengths and per length.
+    Yields (chunk seconds, the chunk's artist or None if that fold's head does not know it,
+    per-slice probabilities (n, k), that head's k labels).
     """
     rng = np.random.default_rng(seed)
     tracks = np.unique(ds.track)
@@ -258,8 +256,6 @@ def calibrate(ds: Dataset, cfg: HeadConfig, *, lengths: tuple[float, ...] = CALI
     fold_of = {int(t): i % folds for i, t in enumerate(tracks)}
     artists = np.arange(len(ds.labels))
     rng.shuffle(artists)
-    right: dict[float, list[float]] = {s: [] for s in lengths}
-    wrong: dict[float, list[float]] = {s: [] for s in lengths}
     for f in range(folds):
         unknown = set(int(a) for a in artists[f::folds][:max(1, len(artists) // (folds * 3))])
         test_mask = np.array([fold_of[int(t)] == f for t in ds.track])
@@ -278,9 +274,30 @@ def calibrate(ds: Dataset, cfg: HeadConfig, *, lengths: tuple[float, ...] = CALI
         p_all = np.asarray(model(((x_all - mean) / scale).astype(np.float32), training=False))
         for seconds in lengths:
             for artist, sel in _query_chunks(test, seconds, hop_s):
-                c = voting.rank(p_all[sel], sub.labels, k=1, rule=cfg.rule).candidates[0]  # type: ignore[arg-type]
-                ok = artist in remap and c.label == ds.labels[artist]
-                (right if ok else wrong)[seconds].append(c.score)
+                yield seconds, (ds.labels[artist] if artist in remap else None), p_all[sel], sub.labels
+
+
+def calibrate(ds: Dataset, cfg: HeadConfig, *, lengths: tuple[float, ...] = CALIBRATION_SECONDS,
+              hop_s: float = 3.0, folds: int = 3, seed: int = 0) -> tuple[float, dict[str, Any]]:
+    """Choose the "I don't know" threshold on held-out data from the training set itself.
+
+    On `held_out_chunks` (chunks of held-out training tracks, some by artists left out entirely),
+    the threshold on the winner's score is the one that minimises false accepts (wrong or
+    non-enrolled winner accepted) plus false rejects (right winner refused), averaged over the
+    lengths so that each length counts the same (on the dev corpus the best threshold for each
+    length alone showed no trend with the length, so one threshold from all the chunks is kept
+    rather than four, each from a quarter of them). On dev the winner's score separated right
+    from wrong better than its margin over the runner-up, its vote share or its mean
+    probability (bench/confidence_rules.py).
+
+    Returns (threshold, rates): the rates at that threshold, over all lengths and per length.
+    """
+    right: dict[float, list[float]] = {s: [] for s in lengths}
+    wrong: dict[float, list[float]] = {s: [] for s in lengths}
+    for seconds, artist, probs, labels in held_out_chunks(ds, cfg, lengths=lengths, hop_s=hop_s, folds=folds,
+                                                           seed=seed):
+        c = voting.rank(probs, labels, k=1, rule=cfg.rule).candidates[0]  # type: ignore[arg-type]
+        (right if c.label == artist else wrong)[seconds].append(c.score)
     threshold, rates = choose_threshold({s: np.array(v) for s, v in right.items()},
                                         {s: np.array(v) for s, v in wrong.items()})
     return threshold, {**rates, "hop_s": hop_s}
