@@ -39,7 +39,7 @@ MEAN_COLS = np.arange(1, 1506, 2)
 FRONT_COLS = np.arange(0, 2 * 561)
 
 Predictor = Callable[[np.ndarray], np.ndarray]          # features (n, d) -> log-scores (n, k)
-Method = Callable[[np.ndarray, np.ndarray], Predictor]  # (features, labels) -> predictor
+Method = Callable[[np.ndarray, np.ndarray, np.ndarray], Predictor]  # (features, labels, track ids) -> predictor
 
 
 def middle_windows(starts: np.ndarray, track: np.ndarray, seconds: float = 30.0, every: int = 2,
@@ -89,7 +89,7 @@ def lda(shrinkage: float) -> Method:
     """Shrinkage LDA with equal priors (artist-balanced), closed form."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    def method(x: np.ndarray, y: np.ndarray) -> Predictor:
+    def method(x: np.ndarray, y: np.ndarray, track: np.ndarray) -> Predictor:
         s = standardise(x)
         k = int(y.max()) + 1
         model = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=shrinkage, priors=np.full(k, 1 / k)).fit(s(x), y)
@@ -97,7 +97,7 @@ def lda(shrinkage: float) -> Method:
     return method
 
 
-def default_head(x: np.ndarray, y: np.ndarray) -> Predictor:
+def default_head(x: np.ndarray, y: np.ndarray, track: np.ndarray | None = None) -> Predictor:
     """The product's head (artists.fit with the default HeadConfig) on these features."""
     labels = tuple(str(i) for i in range(int(y.max()) + 1))
     ds = Dataset(np.zeros((len(y), 1), np.float32), x, np.zeros(len(y), np.float32), y, np.zeros(len(y), np.int64),
@@ -108,10 +108,63 @@ def default_head(x: np.ndarray, y: np.ndarray) -> Predictor:
 
 def fusion(*methods: Method) -> Method:
     """Average of the members' log-scores (each member on the same features)."""
-    def method(x: np.ndarray, y: np.ndarray) -> Predictor:
-        preds = [m(x, y) for m in methods]
+    def method(x: np.ndarray, y: np.ndarray, track: np.ndarray) -> Predictor:
+        preds = [m(x, y, track) for m in methods]
         return lambda a: sum(p(a) for p in preds) / len(preds)
     return method
+
+
+def _unit(z: np.ndarray) -> np.ndarray:
+    return z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-9)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    return logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+
+
+def lda_metric(prototypes: str, shrinkage: float = 0.3, temperature: float = 10.0, k: int = 50) -> Method:
+    """Metric learning: project onto the shrinkage-LDA directions, then score by cosine similarity to
+    artist centroids ("centroid"), to each training *track*'s centroid, best track per artist
+    ("track": an artist whose pieces differ is several prototypes, not one), or by the k nearest training
+    slices, weighted by similarity and divided by the artist's slice count ("knn")."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    def method(x: np.ndarray, y: np.ndarray, track: np.ndarray) -> Predictor:
+        s = standardise(x)
+        n_art = int(y.max()) + 1
+        lda_ = LinearDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage,
+                                          priors=np.full(n_art, 1 / n_art)).fit(s(x), y)
+        z = _unit(lda_.transform(s(x))).astype(np.float32)
+        if prototypes == "knn":
+            count = np.bincount(y, minlength=n_art).astype(np.float64)
+
+            def knn(a: np.ndarray) -> np.ndarray:
+                sim = _unit(lda_.transform(s(a))).astype(np.float32) @ z.T
+                near = np.argpartition(-sim, k, axis=1)[:, :k]
+                out = np.full((len(a), n_art), 1e-6)
+                for i in range(len(a)):
+                    np.add.at(out[i], y[near[i]], np.exp(temperature * sim[i, near[i]]) / count[y[near[i]]])
+                return np.log(out / out.sum(axis=1, keepdims=True))
+            return knn
+        groups = np.arange(n_art) if prototypes == "centroid" else np.unique(track)
+        member = y if prototypes == "centroid" else track
+        centres = _unit(np.stack([z[member == g].mean(axis=0) for g in groups]))
+        owner = groups if prototypes == "centroid" else np.array([y[track == g][0] for g in groups])
+
+        def nearest(a: np.ndarray) -> np.ndarray:
+            sim = _unit(lda_.transform(s(a))) @ centres.T
+            best = np.stack([sim[:, owner == c].max(axis=1) for c in range(n_art)], axis=1)
+            return _log_softmax(temperature * best)
+        return nearest
+    return method
+
+
+def transformed(f: Callable[[np.ndarray], np.ndarray], method: Method) -> Method:
+    """The method on element-wise transformed features (the pooled activations are heavy-tailed)."""
+    def fitted(x: np.ndarray, y: np.ndarray, track: np.ndarray) -> Predictor:
+        pred = method(f(x), y, track)
+        return lambda a: pred(f(a))
+    return fitted
 
 
 def extra_features(db: Path, sources: dict[int, str], starts: dict[int, np.ndarray]) -> dict[str, dict[int, np.ndarray]]:
@@ -146,6 +199,10 @@ def extra_features(db: Path, sources: dict[int, str], starts: dict[int, np.ndarr
         print(f"  features {n + 1}/{len(sources)} {time.perf_counter() - t0:6.0f}s {Path(src).name}", flush=True)
     np.savez(out_path, **arrays)
     return extra_features(db, sources, starts)
+
+
+def _signed_sqrt(a: np.ndarray) -> np.ndarray:
+    return (np.sign(a) * np.sqrt(np.abs(a))).astype(np.float32)
 
 
 def main() -> None:
@@ -192,6 +249,11 @@ def main() -> None:
         ("LDA 0.3, MSD + MTT pooled", "pooled+mtt", lda(0.3)),
         ("LDA 0.3, MSD pooled + std pooling", "pooled+std", lda(0.3)),
         ("default head, MSD pooled + std pooling", "pooled+std", default_head),
+        ("LDA metric, nearest artist centroid", "pooled", lda_metric("centroid")),
+        ("LDA metric, nearest track centroid", "pooled", lda_metric("track")),
+        ("LDA metric, 50 nearest slices", "pooled", lda_metric("knn")),
+        ("default head, signed sqrt of features", "pooled", transformed(_signed_sqrt, default_head)),
+        ("LDA 0.3, signed sqrt of features", "pooled", transformed(_signed_sqrt, lda(0.3))),
     ]
     order = [int(t) for t in dict.fromkeys(train.track.tolist())]
     folds = grouped_folds(train.y, train.track)
@@ -202,7 +264,7 @@ def main() -> None:
             continue
         x_tr, x_te = features(spec, 0), features(spec, 1)
         t0 = time.perf_counter()
-        pred = method(x_tr, train.y)
+        pred = method(x_tr, train.y, train.track)
         fit_s = time.perf_counter() - t0
         lp = pred(x_te)
         res = []
@@ -215,7 +277,7 @@ def main() -> None:
             h1, h5 = [], []
             for f in range(4):
                 tr, te = folds != f, folds == f
-                p = method(x_tr[tr], train.y[tr])(x_tr[te])
+                p = method(x_tr[tr], train.y[tr], train.track[tr])(x_tr[te])
                 a, b = song_hits(p, train.y[te], middle_windows(train.starts[te], train.track[te]), rule)
                 h1 += a
                 h5 += b
