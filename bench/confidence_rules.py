@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from feature_variants import middle_windows  # noqa: E402
 
 from classifier import artists, voting  # noqa: E402
-from classifier.evaluate import _unknown_heads  # noqa: E402
+from classifier.evaluate import unknown_heads  # noqa: E402
 from classifier.index import Index  # noqa: E402
 
 Statistic = Callable[[voting.Ranking, np.ndarray], float]   # (log-mean ranking, slice probabilities) -> number
@@ -63,7 +63,7 @@ def main() -> None:
             cal[name][0 if winner == artist else 1][seconds].append(v)
 
     model, mean, scale = artists.fit(train, cfg)
-    unknown_heads = _unknown_heads(train, cfg)
+    heads_u = unknown_heads(train, cfg)
     lab = {n: i for i, n in enumerate(train.labels)}
     y_te = np.array([lab[test.labels[v]] for v in test.y])
     p_te = np.asarray(model(((test.pooled - mean) / scale).astype(np.float32), training=False))
@@ -73,7 +73,7 @@ def main() -> None:
         for sel in middle_windows(test.starts, test.track, offset=offset):
             winner, st = stats_of(p_te[sel], train.labels)
             known.append((winner == train.labels[y_te[sel[0]]], st))
-            for held_out, sub_labels, (m, mu, sd) in unknown_heads:
+            for held_out, sub_labels, (m, mu, sd) in heads_u:
                 if int(y_te[sel[0]]) in held_out:
                     pu = np.asarray(m(((test.pooled[sel] - mu) / sd).astype(np.float32), training=False))
                     unknown.append(stats_of(pu, sub_labels)[1])

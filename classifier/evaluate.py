@@ -25,7 +25,7 @@ from .enrol import Item, Report, enrol_items, items_from_manifest
 from .index import Dataset, Index, file_hash
 from .settings import Settings
 
-__all__ = ["EvalResult", "evaluate", "confusion_png"]
+__all__ = ["EvalResult", "evaluate", "confusion_png", "unknown_heads"]
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def evaluate(manifest: Path, settings: Settings, *, query_seconds: float = 30.0,
 
         # Heads that never saw a quarter of the artists, one per quarter, so that every test track is also
         # queried once as a track by an artist nobody enrolled (one quarter alone gave 8 such queries on dev).
-        unknown_heads = _unknown_heads(ds, cfg)
+        unknown = unknown_heads(ds, cfg)
         t_train = time.perf_counter() - t1
 
     lab = {n: i for i, n in enumerate(ds.labels)}
@@ -164,7 +164,7 @@ def evaluate(manifest: Path, settings: Settings, *, query_seconds: float = 30.0,
         in5 = item.artist in [c.label for c in r.candidates]
         rows.append((true, pred, in5, r.candidates[0].score, int(np.sum(p.argmax(1) == true)), p.shape[0]))
         confusion[true, pred] += 1
-        for held_out, sub_labels, (model_u, mean_u, scale_u) in unknown_heads:
+        for held_out, sub_labels, (model_u, mean_u, scale_u) in unknown:
             if true in held_out:
                 pu = np.asarray(model_u(((x - mean_u) / scale_u).astype(np.float32), training=False))
                 ru = voting.rank(pu, sub_labels, k=1, rule=cfg.rule)  # type: ignore[arg-type]
@@ -200,7 +200,7 @@ def evaluate(manifest: Path, settings: Settings, *, query_seconds: float = 30.0,
     )
 
 
-def _unknown_heads(ds: Dataset, cfg: artists.HeadConfig, quarters: int = 4,
+def unknown_heads(ds: Dataset, cfg: artists.HeadConfig, quarters: int = 4,
                    seed: int = 0) -> list[tuple[set[int], tuple[str, ...], tuple[Any, np.ndarray, np.ndarray]]]:
     """Heads each trained without one quarter of the artists (every artist left out of exactly one).
 
