@@ -2,7 +2,8 @@
 
     python bench/corpus_cache.py ../shared/corpus/dev.csv data/dev-cache.sqlite3 [--hop 1.5]
 
-Resumable (tracks already in are skipped). The experiments in bench/artist_experiments.py read it.
+Resumable (tracks already in are skipped). The artist experiments in bench/ (artist_experiments,
+feature_variants, confidence_rules, finetune_midend, second_backbone) read it.
 """
 from __future__ import annotations
 
