@@ -106,6 +106,38 @@ def default_head(x: np.ndarray, y: np.ndarray, track: np.ndarray | None = None) 
     return lambda a: np.log(np.clip(np.asarray(model(((a - mean) / scale).astype(np.float32))), 1e-12, 1.0))
 
 
+def mixup_head(alpha: float = 0.4, same_artist: bool = False, epochs: int = 40) -> Method:
+    """The default head's network and loss, trained on mixed pairs of slices (feature-space "mixing").
+
+    Each epoch pairs every slice with a random other one (any artist, soft label lam*a + (1-lam)*b; or,
+    with `same_artist`, one of the same artist) and trains on lam*x_i + (1-lam)*x_j, lam ~ Beta(alpha, alpha).
+    """
+    def method(x: np.ndarray, y: np.ndarray, track: np.ndarray) -> Predictor:
+        import keras
+
+        cfg = artists.HeadConfig()
+        n_art = int(y.max()) + 1
+        mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-3
+        z = ((x - mean) / scale).astype(np.float32)
+        keras.utils.set_random_seed(cfg.seed)
+        model = artists._build(z.shape[1], n_art, cfg)
+        model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="categorical_crossentropy")
+        weight = (len(y) / (n_art * np.bincount(y, minlength=n_art)))[y].astype(np.float32)
+        onehot = np.eye(n_art, dtype=np.float32)[y]
+        rng = np.random.default_rng(0)
+        members = [np.flatnonzero(y == a) for a in range(n_art)]
+        for _ in range(epochs):
+            if same_artist:
+                j = np.array([rng.choice(members[a]) for a in y])
+            else:
+                j = rng.permutation(len(y))
+            lam = rng.beta(alpha, alpha, size=(len(y), 1)).astype(np.float32)
+            model.fit(lam * z + (1 - lam) * z[j], lam * onehot + (1 - lam) * onehot[j], sample_weight=weight,
+                      epochs=1, batch_size=cfg.batch_size, shuffle=True, verbose=0)
+        return lambda a: np.log(np.clip(np.asarray(model(((a - mean) / scale).astype(np.float32))), 1e-12, 1.0))
+    return method
+
+
 def fusion(*methods: Method) -> Method:
     """Average of the members' log-scores (each member on the same features)."""
     def method(x: np.ndarray, y: np.ndarray, track: np.ndarray) -> Predictor:
@@ -254,6 +286,8 @@ def main() -> None:
         ("LDA metric, 50 nearest slices", "pooled", lda_metric("knn")),
         ("default head, signed sqrt of features", "pooled", transformed(_signed_sqrt, default_head)),
         ("LDA 0.3, signed sqrt of features", "pooled", transformed(_signed_sqrt, lda(0.3))),
+        ("default head, mixup across artists", "pooled", mixup_head()),
+        ("default head, mixup within an artist", "pooled", mixup_head(same_artist=True)),
     ]
     order = [int(t) for t in dict.fromkeys(train.track.tolist())]
     folds = grouped_folds(train.y, train.track)
