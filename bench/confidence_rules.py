@@ -25,11 +25,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from feature_variants import middle_windows  # noqa: E402
+from feature_variants import middle_windows, splits  # noqa: E402
 
 from classifier import artists, voting  # noqa: E402
 from classifier.evaluate import unknown_heads  # noqa: E402
-from classifier.index import Index  # noqa: E402
 
 Statistic = Callable[[voting.Ranking, np.ndarray], float]   # (log-mean ranking, slice probabilities) -> number
 
@@ -50,8 +49,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("db", type=Path)
     args = ap.parse_args()
-    with Index(args.db) as index:
-        train, test = index.dataset(split="train"), index.dataset(split="test")
+    train, test, y_te = splits(args.db)
     cfg = artists.HeadConfig()
 
     cal: dict[str, tuple[dict[float, list[float]], dict[float, list[float]]]] = {
@@ -64,8 +62,6 @@ def main() -> None:
 
     model, mean, scale = artists.fit(train, cfg)
     heads_u = unknown_heads(train, cfg)
-    lab = {n: i for i, n in enumerate(train.labels)}
-    y_te = np.array([lab[test.labels[v]] for v in test.y])
     p_te = np.asarray(model(((test.pooled - mean) / scale).astype(np.float32), training=False))
     known: list[tuple[bool, dict[str, float]]] = []
     unknown: list[dict[str, float]] = []

@@ -42,6 +42,14 @@ Predictor = Callable[[np.ndarray], np.ndarray]          # features (n, d) -> log
 Method = Callable[[np.ndarray, np.ndarray, np.ndarray], Predictor]  # (features, labels, track ids) -> predictor
 
 
+def splits(db: Path) -> tuple[Dataset, Dataset, np.ndarray]:
+    """The cache index's train and test datasets, and each test slice's artist in the training labels' order."""
+    with Index(db) as index:
+        train, test = index.dataset(split="train"), index.dataset(split="test")
+    lab = {n: i for i, n in enumerate(train.labels)}
+    return train, test, np.array([lab[test.labels[v]] for v in test.y])
+
+
 def middle_windows(starts: np.ndarray, track: np.ndarray, seconds: float = 30.0, every: int = 2,
                    offset: int = 0) -> list[np.ndarray]:
     """Per track, the slice indices of its middle `seconds`, thinned to every `every`-th slice."""
@@ -243,11 +251,9 @@ def main() -> None:
     ap.add_argument("--only", default=None)
     ap.add_argument("--no-cv", action="store_true")
     args = ap.parse_args()
+    train, test_all, y_te = splits(args.db)
     with Index(args.db) as index:
-        train, test_all = index.dataset(split="train"), index.dataset(split="test")
         sources = {int(r["id"]): r["source"] for r in index.conn.execute("SELECT id, source FROM tracks")}
-    lab = {n: i for i, n in enumerate(train.labels)}
-    y_te = np.array([lab[test_all.labels[v]] for v in test_all.y])
     starts = {int(t): np.concatenate([d.starts[d.track == t] for d in (train, test_all)]) for t in sources}
     extra = extra_features(args.db, sources, starts)
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from feature_variants import grouped_folds, middle_windows, song_hits  # noqa: E402
 
 from classifier import pipeline  # noqa: E402
-from classifier.backbone import Backbone, _interleaved_pool  # noqa: E402
+from classifier.backbone import Backbone, _mid_and_back_end  # noqa: E402
 from classifier.index import Index  # noqa: E402
 
 FRAMES, CHANNELS = 187, 561
@@ -77,25 +77,17 @@ def frontend_cache(db: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
 
 def build_midend(msd: Backbone):  # noqa: ANN201 - keras.Model
-    """(n, 187, 561) front-end maps -> (n, 1506) pooled features, with the pretrained mid-end weights."""
+    """(n, 187, 561) front-end maps -> (n, 1506) pooled features: the backbone's own mid-end graph
+    (`_mid_and_back_end`, back end left out), pretrained weights, batch norm frozen in inference mode."""
     import keras
-    from keras import layers
 
     inp = keras.Input((FRAMES, CHANNELS))
-    y, mid = inp, []
-    for i in (1, 2, 3):
-        z = layers.ZeroPadding1D(3)(y)
-        z = layers.Conv1D(64, 7, activation="relu", name=f"midend_{i}_conv")(z)
-        bn = layers.BatchNormalization(epsilon=1e-3, name=f"midend_{i}_bn")
-        bn.trainable = False           # inference-mode batch norm, as in the frozen network
-        z = bn(z)
-        y = z if i == 1 else layers.Add()([z, y])
-        mid.append(y)
-    pooled = layers.Lambda(_interleaved_pool)(layers.Concatenate(axis=-1)([inp, *mid]))
-    model = keras.Model(inp, pooled)
-    for i in (1, 2, 3):
-        for name in (f"midend_{i}_conv", f"midend_{i}_bn"):
-            model.get_layer(name).set_weights(msd.fast_model.get_layer(name).get_weights())
+    model = keras.Model(inp, _mid_and_back_end(inp)[2])
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights(msd.fast_model.get_layer(layer.name).get_weights())
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
     return model
 
 

@@ -5,7 +5,7 @@
 The musicnn wheel also ships `MSD_vgg`, a 5-layer VGG (3x3 convolutions, 128 filters, batch norm, max
 pooling) trained on the same Million Song Dataset tags (its checkpoint reports a validation ROC-AUC of
 0.877, against 0.880 for MSD musicnn), although musicnn's own extractor refuses to load it. This script
-ports it to Keras (read from the TF1 checkpoint as classifier/backbone.py reads musicnn), takes the max
+ports it to Keras (the TF1 checkpoint read by classifier/backbone.py's `read_checkpoint`), takes the max
 and mean over time and frequency of each of its five pooling layers (1,280-d per 3-s slice), and
 computes them once for every slice of every track in the cache index, sliced every 3 s (kept beside
 the index as `<db>.msd_vgg.npz`).
@@ -27,10 +27,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from feature_variants import default_head, grouped_folds, lda, middle_windows, song_hits  # noqa: E402
+from feature_variants import default_head, grouped_folds, lda, middle_windows, song_hits, splits  # noqa: E402
 
 from classifier import pipeline  # noqa: E402
-from classifier.backbone import Backbone  # noqa: E402
+from classifier.backbone import Backbone, read_checkpoint  # noqa: E402
 from classifier.index import Dataset, Index  # noqa: E402
 
 # TF1 max_pooling2d (pool, strides) after each conv block, 'valid' padding
@@ -39,16 +39,10 @@ _POOLS = (((4, 1), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2))
 
 def build_vgg():  # noqa: ANN201 - keras.Model
     """MSD_vgg as Keras layers with the checkpoint's weights: (n, 187, 96) -> (tags (n, 50), features (n, 1280))."""
-    import importlib.util
-
     import keras
-    import tensorflow as tf
     from keras import layers
 
-    spec = importlib.util.find_spec("musicnn")
-    assert spec is not None and spec.submodule_search_locations
-    reader = tf.compat.v1.train.NewCheckpointReader(str(Path(list(spec.submodule_search_locations)[0]) / "MSD_vgg") + "/")
-    var = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
+    var = read_checkpoint("msd_vgg")
     weights = []
 
     def bn(scope: str) -> layers.Layer:
@@ -100,9 +94,10 @@ def vgg_features(db: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     return {int(k[2:]): (z[k], z["f_" + k[2:]]) for k in z.files if k.startswith("s_")}
 
 
-def aligned(ds: Dataset, vgg: dict[int, tuple[np.ndarray, np.ndarray]],
-            label_of: dict[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """musicnn pooled and VGG features of the same 3-s slices: (musicnn, vgg, labels, track ids, starts)."""
+def aligned(ds: Dataset, y: np.ndarray,
+            vgg: dict[int, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """musicnn pooled and VGG features of the same 3-s slices of `ds` (whose slice labels are `y`):
+    (musicnn, vgg, labels, track ids, starts)."""
     parts: list[list[np.ndarray]] = [[], [], [], [], []]
     for t in dict.fromkeys(ds.track.tolist()):
         idx = np.flatnonzero(ds.track == t)
@@ -110,7 +105,7 @@ def aligned(ds: Dataset, vgg: dict[int, tuple[np.ndarray, np.ndarray]],
         starts, feats = vgg[int(t)]
         keep = [j for j, s in enumerate(starts) if round(float(s), 2) in where]
         rows = [where[round(float(starts[j]), 2)] for j in keep]
-        for part, value in zip(parts, (ds.pooled[rows], feats[keep], np.full(len(rows), label_of[int(ds.y[rows[0]])]),
+        for part, value in zip(parts, (ds.pooled[rows], feats[keep], y[rows],
                                        np.full(len(rows), t), starts[keep])):
             part.append(value)
     return tuple(np.concatenate(p) for p in parts)  # type: ignore[return-value]
@@ -120,12 +115,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("db", type=Path)
     args = ap.parse_args()
-    with Index(args.db) as index:
-        train, test = index.dataset(split="train"), index.dataset(split="test")
+    train, test, y_test = splits(args.db)
     vgg = vgg_features(args.db)
-    lab = {n: i for i, n in enumerate(train.labels)}
-    m_tr, v_tr, y_tr, t_tr, s_tr = aligned(train, vgg, {i: i for i in range(len(train.labels))})
-    m_te, v_te, y_te, t_te, s_te = aligned(test, vgg, {i: lab[n] for i, n in enumerate(test.labels)})
+    m_tr, v_tr, y_tr, t_tr, s_tr = aligned(train, train.y, vgg)
+    m_te, v_te, y_te, t_te, s_te = aligned(test, y_test, vgg)
     print(f"{len(y_tr)} training and {len(y_te)} test slices (3-s hop)")
     folds = grouped_folds(y_tr, t_tr)
     print(f"{'features':14s} {'head':10s} {'test (44)':>12s} {'cv (107)':>12s}")

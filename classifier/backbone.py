@@ -39,8 +39,9 @@ __all__ = [
     "read_checkpoint",
 ]
 
-# Where each model's checkpoint sits inside the musicnn package (the only thing we use from it).
-_CHECKPOINT_DIRS = {"msd_musicnn": "MSD_musicnn", "mtt_musicnn": "MTT_musicnn"}
+# Where each model's checkpoint sits inside the musicnn package (the only thing we use from it). msd_vgg is
+# not a Backbone (different network); only bench/second_backbone.py reads it.
+_CHECKPOINT_DIRS = {"msd_musicnn": "MSD_musicnn", "mtt_musicnn": "MTT_musicnn", "msd_vgg": "MSD_vgg"}
 _BN_EPSILON = 1e-3   # tf.compat.v1.layers.batch_normalization's default
 _N_TIMBRAL = 204     # int(1.6 * 128) filters per timbral branch
 _N_TEMPORAL = 51     # int(1.6 * 32) filters per temporal branch
