@@ -33,7 +33,7 @@ RUN python -m venv /opt/venv
 WORKDIR /srv/spy/app
 COPY pyproject.toml README.md ./
 # Empty packages stand in for the source while the dependencies install (the real ones replace them below).
-RUN mkdir classifier bot && touch classifier/__init__.py bot/__init__.py
+RUN mkdir classifier bot spy && touch classifier/__init__.py bot/__init__.py spy/__init__.py
 
 FROM deps AS deps-bot
 RUN pip install .
@@ -51,18 +51,21 @@ RUN pip install "./[gpu]" \
 FROM deps-bot AS app-bot
 COPY classifier ./classifier
 COPY bot ./bot
+COPY spy ./spy
 COPY models ./models
 RUN pip install --no-deps -e .
 
 FROM deps-cpu AS app-cpu
 COPY classifier ./classifier
 COPY bot ./bot
+COPY spy ./spy
 COPY models ./models
 RUN pip install --no-deps -e .
 
 FROM deps-gpu AS app-gpu
 COPY classifier ./classifier
 COPY bot ./bot
+COPY spy ./spy
 COPY models ./models
 RUN pip install --no-deps -e .
 

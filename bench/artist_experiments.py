@@ -18,8 +18,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from classifier import artists, voting  # noqa: E402
-from classifier.index import Dataset, Index  # noqa: E402
+from classifier.model import (
+    heads,  # noqa: E402
+    voting,  # noqa: E402
+)
+from classifier.model.heads import Dataset  # noqa: E402
+from classifier.store.index import Index  # noqa: E402
 
 WIN = 2.976
 
@@ -55,12 +59,12 @@ def limit(ds: Dataset, seconds: float) -> Dataset:
     return Dataset(ds.embedding[keep], ds.pooled[keep], ds.starts[keep], ds.y[keep], ds.track[keep], ds.labels)
 
 
-def evaluate(train: Dataset, test: Dataset, cfg: artists.HeadConfig, q: float, rule: str | None = None,
+def evaluate(train: Dataset, test: Dataset, cfg: heads.HeadConfig, q: float, rule: str | None = None,
              query_every: int = 1) -> dict:
     t0 = time.perf_counter()
-    model, mean, scale = artists.fit(train, cfg)
+    model, mean, scale = heads.fit(train, cfg)
     fit_s = time.perf_counter() - t0
-    xt = artists.features_of(cfg.feature, test.embedding, test.pooled)
+    xt = heads.features_of(cfg.feature, test.embedding, test.pooled)
     p_all = np.asarray(model(((xt - mean) / scale).astype(np.float32), training=False))
     hits, hits5, sl, sn, per = [], [], 0, 0, {}
     for y, sel in middle(test, q):
@@ -89,7 +93,7 @@ def main() -> None:
     lab = {n: i for i, n in enumerate(train.labels)}
     test = Dataset(test_all.embedding, test_all.pooled, test_all.starts,
                    np.array([lab[test_all.labels[y]] for y in test_all.y]), test_all.track, train.labels)
-    base = artists.HeadConfig()
+    base = heads.HeadConfig()
     R = dataclasses.replace
     lin = R(base, hidden=0, noise=0.0, dropout=0.0)
     configs = {

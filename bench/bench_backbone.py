@@ -84,7 +84,7 @@ def macs_per_patch(model: Any) -> int:
 def _variants(batches: list[int], quick: bool) -> list[Variant]:
     import tensorflow as tf
 
-    from classifier import backbone
+    from classifier.model import backbone
 
     bb = backbone.Backbone.load("msd_musicnn")
     mtt = backbone.Backbone.load("mtt_musicnn")
@@ -148,7 +148,7 @@ def _child(args: argparse.Namespace) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra)
     if args.inter is not None:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter)
-    from classifier import backbone
+    from classifier.model import backbone
 
     bb = backbone.Backbone.load("msd_musicnn")
     model = bb.fast_model if args.child == "pruned" else bb.model
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tensorflow {tf.__version__}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}; "
           f"best of {args.rounds} round-robin runs")
     if not args.threads_only:
-        from classifier import backbone
+        from classifier.model import backbone
 
         for name in ("msd_musicnn", "mtt_musicnn"):
             b = backbone.Backbone.load(name)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from classifier.fetch import fetch_window  # noqa: E402
 from classifier.settings import Settings  # noqa: E402
-from classifier.sources import Source  # noqa: E402
+from classifier.sources.fetch import fetch_window  # noqa: E402
+from classifier.sources.links import Source  # noqa: E402
 from tests.fakes.media_host import MediaHost  # noqa: E402
 
 SET_S = 2 * 3600

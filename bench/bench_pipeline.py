@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _make_audio(folder: Path) -> dict[str, Path]:
-    from classifier import demo
+    from classifier.training import demo
 
     out = {}
     for name, secs in (("clip30", 30.0), ("file10m", 600.0)):
@@ -43,7 +43,7 @@ def _make_audio(folder: Path) -> dict[str, Path]:
 
 def _case(path: Path, repeats: int, models: list[str]) -> dict:
     from classifier import pipeline
-    from classifier.backbone import Backbone
+    from classifier.model.backbone import Backbone
 
     bbs = [Backbone.load(m) for m in models]
     import numpy as np

@@ -41,8 +41,8 @@ def _ffmpeg_resample(x: np.ndarray, sr: int, soxr: bool) -> np.ndarray:
 def main() -> None:
     import resampy
 
-    from classifier import features, slicing
-    from classifier.backbone import Backbone
+    from classifier.audio import features, slicing
+    from classifier.model.backbone import Backbone
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--manifest", type=Path, default=Path(__file__).resolve().parents[2] / "shared/corpus/dev.csv")

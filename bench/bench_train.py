@@ -16,9 +16,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from classifier import artists  # noqa: E402
-from classifier.index import Index  # noqa: E402
 from classifier.settings import Settings  # noqa: E402
+from classifier.store.index import Index  # noqa: E402
+from classifier.training import train  # noqa: E402
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
                                     starts=np.arange(n, dtype=np.float32) * 1.5,
                                     embedding=rng.standard_normal((n, 200)).astype(np.float32), pooled=pooled)
             t0 = time.perf_counter()
-            head = artists.train(index, s)
+            head = train.train(index, s.heads_dir)
             total = time.perf_counter() - t0
     print(f"{'artists':>8s} {'tracks':>7s} {'slices':>7s} {'fit s':>7s} {'train+calibrate s':>18s}")
     print(f"{len(head.labels):8d} {head.summary['tracks']:7d} {head.summary['slices']:7d} "

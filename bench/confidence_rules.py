@@ -4,9 +4,9 @@
 
 Reads the cache index that bench/corpus_cache.py builds. For each statistic of a clip's log-mean vote:
 
-- calibration: the product's own held-out chunks (`artists.held_out_chunks`: 3 folds over the training
+- calibration: the product's own held-out chunks (`calibrate.held_out_chunks`: 3 folds over the training
   tracks, some artists left out entirely; 10/30/60/120-s chunks sliced every 3 s). The threshold
-  minimising false accepts + false rejects averaged over the lengths (`artists.choose_threshold`, what
+  minimising false accepts + false rejects averaged over the lengths (`calibrate.choose_threshold`, what
   `spy train` does for the winner's score), and the rates there.
 - test: that threshold applied to the 44 test tracks' middle 30 s (3-s hop, both offsets of the
   cached 1.5-s grid: 88 queries), scored by the head trained on all training tracks (false accept,
@@ -27,8 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from feature_variants import middle_windows, splits  # noqa: E402
 
-from classifier import artists, voting  # noqa: E402
-from classifier.evaluate import unknown_heads  # noqa: E402
+from classifier.model import (
+    heads,  # noqa: E402
+    voting,  # noqa: E402
+)
+from classifier.training import calibrate  # noqa: E402
+from classifier.training.evaluate import unknown_heads  # noqa: E402
 
 Statistic = Callable[[voting.Ranking, np.ndarray], float]   # (log-mean ranking, slice probabilities) -> number
 
@@ -50,17 +54,17 @@ def main() -> None:
     ap.add_argument("db", type=Path)
     args = ap.parse_args()
     train, test, y_te = splits(args.db)
-    cfg = artists.HeadConfig()
+    cfg = heads.HeadConfig()
 
     cal: dict[str, tuple[dict[float, list[float]], dict[float, list[float]]]] = {
-        n: ({s: [] for s in artists.CALIBRATION_SECONDS}, {s: [] for s in artists.CALIBRATION_SECONDS})
+        n: ({s: [] for s in calibrate.CALIBRATION_SECONDS}, {s: [] for s in calibrate.CALIBRATION_SECONDS})
         for n in STATISTICS}
-    for seconds, artist, probs, labels in artists.held_out_chunks(train, cfg):
+    for seconds, artist, probs, labels in calibrate.held_out_chunks(train, cfg):
         winner, st = stats_of(probs, labels)
         for name, v in st.items():
             cal[name][0 if winner == artist else 1][seconds].append(v)
 
-    model, mean, scale = artists.fit(train, cfg)
+    model, mean, scale = heads.fit(train, cfg)
     heads_u = unknown_heads(train, cfg)
     p_te = np.asarray(model(((test.pooled - mean) / scale).astype(np.float32), training=False))
     known: list[tuple[bool, dict[str, float]]] = []
@@ -83,7 +87,7 @@ def main() -> None:
     ok = np.array([k[0] for k in known])
     for name in STATISTICS:
         right, wrong = cal[name]
-        t, rates = artists.choose_threshold({s: np.array(v) for s, v in right.items()},
+        t, rates = calibrate.choose_threshold({s: np.array(v) for s, v in right.items()},
                                             {s: np.array(v) for s, v in wrong.items()})
         v = np.array([k[1][name] for k in known])
         u = np.array([k[name] for k in unknown])

@@ -14,10 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from classifier.backbone import Backbone  # noqa: E402
-from classifier.enrol import Report, enrol_items, items_from_manifest  # noqa: E402
-from classifier.index import Index  # noqa: E402
+from classifier.model.backbone import Backbone  # noqa: E402
 from classifier.settings import load_settings  # noqa: E402
+from classifier.store.index import Index  # noqa: E402
+from classifier.training.enrol import Report, enrol_items, items_from_manifest  # noqa: E402
 
 
 def main() -> None:

@@ -29,8 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from classifier import artists, voting
-from classifier.index import Dataset, Index
+from classifier.model import heads, voting
+from classifier.model.heads import Dataset
+from classifier.store.index import Index
 
 WIN = 2.976
 # the pooled features interleave max and mean per channel; channels 0-560 are the front end, 561-752 the mid end
@@ -106,11 +107,11 @@ def lda(shrinkage: float) -> Method:
 
 
 def default_head(x: np.ndarray, y: np.ndarray, track: np.ndarray | None = None) -> Predictor:
-    """The product's head (artists.fit with the default HeadConfig) on these features."""
+    """The product's head (heads.fit with the default HeadConfig) on these features."""
     labels = tuple(str(i) for i in range(int(y.max()) + 1))
     ds = Dataset(np.zeros((len(y), 1), np.float32), x, np.zeros(len(y), np.float32), y, np.zeros(len(y), np.int64),
                  labels)
-    model, mean, scale = artists.fit(ds, artists.HeadConfig())
+    model, mean, scale = heads.fit(ds, heads.HeadConfig())
     return lambda a: np.log(np.clip(np.asarray(model(((a - mean) / scale).astype(np.float32))), 1e-12, 1.0))
 
 
@@ -123,12 +124,12 @@ def mixup_head(alpha: float = 0.4, same_artist: bool = False, epochs: int = 40) 
     def method(x: np.ndarray, y: np.ndarray, track: np.ndarray) -> Predictor:
         import keras
 
-        cfg = artists.HeadConfig()
+        cfg = heads.HeadConfig()
         n_art = int(y.max()) + 1
         mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-3
         z = ((x - mean) / scale).astype(np.float32)
         keras.utils.set_random_seed(cfg.seed)
-        model = artists._build(z.shape[1], n_art, cfg)
+        model = heads._build(z.shape[1], n_art, cfg)
         model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="categorical_crossentropy")
         weight = (len(y) / (n_art * np.bincount(y, minlength=n_art)))[y].astype(np.float32)
         onehot = np.eye(n_art, dtype=np.float32)[y]
@@ -217,7 +218,7 @@ def extra_features(db: Path, sources: dict[int, str], starts: dict[int, np.ndarr
     import tensorflow as tf
 
     from classifier import pipeline
-    from classifier.backbone import Backbone
+    from classifier.model.backbone import Backbone
 
     msd, mtt = Backbone.load("msd_musicnn"), Backbone.load("mtt_musicnn")
     sub = keras.Model(msd.fast_model.input, msd.fast_model.get_layer("midend").output)

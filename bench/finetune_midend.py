@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from feature_variants import grouped_folds, middle_windows, song_hits  # noqa: E402
 
 from classifier import pipeline  # noqa: E402
-from classifier.backbone import Backbone, _mid_and_back_end  # noqa: E402
-from classifier.index import Index  # noqa: E402
+from classifier.model.backbone import Backbone, _mid_and_back_end  # noqa: E402
+from classifier.store.index import Index  # noqa: E402
 
 FRAMES, CHANNELS = 187, 561
 

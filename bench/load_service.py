@@ -52,8 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp  # noqa: E402
 
-from classifier import demo  # noqa: E402
-from classifier.service import is_loopback  # noqa: E402
+from classifier.serve.http import is_loopback  # noqa: E402
+from classifier.training import demo  # noqa: E402
 
 STYLES = ("Deep Pulse", "Iron Riff", "Slow Tide", "Broken Glass")
 
@@ -94,7 +94,7 @@ def start_server(workdir: Path, token: str, env_extra: dict[str, str]) -> tuple[
     env = {**os.environ, "CLASSIFIER_TOKEN": token, "SPY_DATA_DIR": str(workdir / "data"), "SPY_LOG_LEVEL": "WARNING",
            "TF_CPP_MIN_LOG_LEVEL": "2", **env_extra}
     log_path = workdir / "serve.log"
-    proc = subprocess.Popen([sys.executable, "-m", "classifier.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "spy", "serve", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"))  # noqa: SIM115
     return proc, f"http://127.0.0.1:{port}", log_path
 

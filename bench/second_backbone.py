@@ -27,11 +27,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from feature_variants import default_head, grouped_folds, lda, middle_windows, song_hits, splits  # noqa: E402
+from feature_variants import (  # noqa: E402
+    default_head,
+    grouped_folds,
+    lda,
+    middle_windows,
+    song_hits,
+    splits,
+)
 
 from classifier import pipeline  # noqa: E402
-from classifier.backbone import Backbone, read_checkpoint  # noqa: E402
-from classifier.index import Dataset, Index  # noqa: E402
+from classifier.model.backbone import Backbone, read_checkpoint  # noqa: E402
+from classifier.model.heads import Dataset  # noqa: E402
+from classifier.store.index import Index  # noqa: E402
 
 # TF1 max_pooling2d (pool, strides) after each conv block, 'valid' padding
 _POOLS = (((4, 1), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((4, 4), (4, 4)))

@@ -15,8 +15,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MultipleLocator
 
-from classifier.verdict import GenreReport, TimelinePoint, Verdict
-from classifier.voting import Candidate
+from classifier.model.verdict import GenreReport, TimelinePoint, Verdict
+from classifier.model.voting import Candidate
 
 __all__ = ["render_chart", "MAX_PNG_BYTES"]
 

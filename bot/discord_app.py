@@ -55,16 +55,16 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import charts, links, media, replies
+from bot.history import history_text, link_at
+from bot.limits import JobGuard, RateLimiter
+from bot.status import Status
 from classifier import errors
-from classifier.client import Classifier, Query
+from classifier.model.verdict import GenreReport, Verdict
+from classifier.serve.api import Classifier, Query
 from classifier.settings import Settings
-from classifier.sources import Source, parse_time
-from classifier.verdict import GenreReport, Verdict
-
-from . import charts, links, media, replies
-from .history import MAX_ARTIST_CHARS, MAX_RECENT, History, history_text
-from .limits import JobGuard, RateLimiter
-from .status import Status
+from classifier.sources.links import Source, parse_time
+from classifier.store.history import MAX_ARTIST_CHARS, MAX_RECENT, History
 
 __all__ = ["build", "SpyBot", "DiscordSpy", "intents_for", "answer_embed", "CONTEXT_MENU", "HISTORY_OFF", "CHART_NAME",
            "PLATFORM", "WRONG"]
@@ -606,8 +606,8 @@ class DiscordSpy(commands.Cog):
         if self.history is None:
             return None
         try:
-            return await self.history.record(platform=PLATFORM, chat=str(chat), user=str(user),
-                                             source=result.source, result=result)
+            return await self.history.record(platform=PLATFORM, chat=str(chat), user=str(user), result=result,
+                                             source=link_at(result.source, result.start, self.settings.fetch_extra_hosts))
         except sqlite3.Error:       # the answer matters more than its record: logged, not shown
             log.warning("history: could not write for job in channel %s", chat, exc_info=True)
             return None

@@ -20,9 +20,8 @@ import time
 from collections import deque
 from typing import AsyncIterator, Callable, Hashable
 
+from bot import replies
 from classifier import errors
-
-from . import replies
 
 __all__ = ["RateLimiter", "JobGuard"]
 

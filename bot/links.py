@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
-from classifier.sources import Source, find_source
+from classifier.sources.links import Source, find_source
 
 __all__ = ["split_args", "source_from", "looks_like_link"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["AUDIO_SUFFIXES", "audio_like", "clip_suffix"]
+from classifier.audio.decode import AUDIO_SUFFIXES
 
-AUDIO_SUFFIXES = frozenset({".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wav", ".flac", ".aif", ".aiff",
-                            ".wma", ".amr", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".3gp", ".caf", ".alac"})
+__all__ = ["audio_like", "clip_suffix"]
+
 # Types that make no claim either way: the decoder looks at the bytes.
 _UNKNOWN_MIMES = frozenset({"", "application/octet-stream", "application/ogg", "binary/octet-stream"})
 

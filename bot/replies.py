@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from classifier import errors
-from classifier.sources import format_time
-from classifier.verdict import GenreReport, Verdict
-from classifier.voting import Candidate
+from classifier.model.verdict import GenreReport, Verdict
+from classifier.model.voting import Candidate
+from classifier.sources.links import format_time
 
 __all__ = [
     "Markup", "PLAIN", "HTML", "MARKDOWN", "Row", "Answer", "identify_answer", "genre_answer", "answer_for",
@@ -109,7 +109,7 @@ def format_wait(seconds: float) -> str:
 
 
 def _clock(seconds: float) -> str:
-    from classifier.sources import format_time
+    from classifier.sources.links import format_time
 
     return format_time(max(0.0, seconds)) if math.isfinite(seconds) else "?"
 

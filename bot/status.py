@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 
-from . import replies
+from bot import replies
 
 __all__ = ["Status"]
 

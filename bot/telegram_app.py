@@ -46,26 +46,38 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from telegram import (
-    BotCommand, ForceReply, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Message, MessageEntity,
+    BotCommand,
+    ForceReply,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    Message,
+    MessageEntity,
     Update,
 )
 from telegram.constants import ChatAction, ChatType, ParseMode
 from telegram.error import BadRequest, TelegramError
 from telegram.ext import (
-    AIORateLimiter, Application, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters,
+    AIORateLimiter,
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
 )
 from telegram.request import HTTPXRequest
 
+from bot import charts, links, media, replies
+from bot.history import history_text, link_at
+from bot.limits import JobGuard, RateLimiter
+from bot.status import Status
 from classifier import errors
-from classifier.client import Classifier, Query
+from classifier.model.verdict import GenreReport, Verdict
+from classifier.serve.api import Classifier, Query
 from classifier.settings import Settings
-from classifier.sources import Source
-from classifier.verdict import GenreReport, Verdict
-
-from . import charts, links, media, replies
-from .history import MAX_RECENT, History, history_text
-from .limits import JobGuard, RateLimiter
-from .status import Status
+from classifier.sources.links import Source
+from classifier.store.history import MAX_RECENT, History
 
 __all__ = ["build", "running", "COMMANDS", "HISTORY_COMMANDS", "TelegramSpy", "PLATFORM"]
 
@@ -509,7 +521,8 @@ class TelegramSpy:
         user = update.effective_user
         return await self._history_write(self.history.record(
             platform=PLATFORM, chat=str(update.effective_chat.id), user=str(user.id) if user else "",
-            source=result.source, result=result, message=str(answer.message_id)), update)
+            source=link_at(result.source, result.start, self.settings.fetch_extra_hosts), result=result,
+            message=str(answer.message_id)), update)
 
     async def _history_write(self, write: Any, update: Update) -> Any:
         """Await a history write. The answer matters more than its record: a failed write is logged, not shown."""

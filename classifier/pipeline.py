@@ -1,7 +1,8 @@
-"""analyse(): the whole path from an audio file to per-slice network outputs, synchronous and streamed.
+"""The one readable path: an audio file -> per-slice network outputs -> a Verdict or a GenreReport.
 
     decode (ffmpeg pipe, chunks) -> slicing (fixed windows) -> features (log-mel patches)
-        -> backbone(s) (fixed-size batches) -> per-slice tags and embeddings
+        -> backbone(s) (fixed-size batches) -> per-slice tags and embeddings      analyse() / PatchStream
+        -> head -> vote -> Verdict;  taggers -> vote -> GenreReport               verdict() / genre_report()
 
 Long inputs stream through in chunks, so memory stays flat for a 3-hour DJ set: only the per-slice
 outputs (a few hundred floats per 3 s) are kept. Everything here is blocking: callers on an event
@@ -19,13 +20,17 @@ from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
-from . import decode, errors, features, slicing
-from .backbone import Backbone
+from classifier import errors
+from classifier.audio import decode, features, slicing
+from classifier.model import genre, voting
+from classifier.model.backbone import Backbone
+from classifier.model.heads import Head, features_of
+from classifier.model.verdict import GenreReport, TimelinePoint, Verdict
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .backbone import BackboneParams
+    from classifier.model.backbone import BackboneParams
 
-__all__ = ["Analysis", "analyse", "Progress", "PatchStream", "finish"]
+__all__ = ["Analysis", "analyse", "Progress", "PatchStream", "finish", "verdict", "genre_report"]
 
 log = logging.getLogger(__name__)
 
@@ -198,3 +203,34 @@ def finish(stream: PatchStream, starts: list[np.ndarray], outs: dict[str, list[n
     )
     log.debug("analysed %s: %.1f s, %d slices, %s", Path(path).name, seconds, analysis.n_slices, analysis.timings)
     return analysis
+
+
+def verdict(head: Head, a: Analysis, display: str, hint: str | None = None, *, k: int = 5) -> Verdict:
+    """Vote the per-slice artist probabilities of an analysis into a Verdict."""
+    t0 = time.perf_counter()
+    probs = head.predict(features_of(head.config.feature, a.embedding, a.pooled))
+    r = voting.rank(probs, head.labels, k=k, rule=head.config.rule)  # type: ignore[arg-type]
+    confidence = r.candidates[0].score if r.candidates else 0.0
+    g, _ = genre.genre_rankings({head.backbone: a.tags[head.backbone]}, {head.backbone: a.labels[head.backbone]},
+                                k_genres=3)
+    timings = dict(a.timings)
+    timings["head"] = round(time.perf_counter() - t0, 4)
+    return Verdict(
+        source=display, seconds=a.seconds, slices=a.n_slices, artists=r.candidates, confidence=confidence,
+        verdict="identified" if confidence >= head.threshold and r.candidates else "unknown",
+        genres=g.candidates, model_id=head.id, model_artists=len(head.labels), timings=timings,
+        vote_share=r.vote_share, start=a.offset_s, hint=hint,
+        timeline=tuple(TimelinePoint(float(t), head.labels[w]) for t, w in zip(a.starts_s, r.winners)),
+    )
+
+
+def genre_report(a: Analysis, display: str, hint: str | None = None) -> GenreReport:
+    """Rank the taggers' genres and descriptors over an analysis' slices into a GenreReport."""
+    t0 = time.perf_counter()
+    g, d = genre.genre_rankings(a.tags, a.labels)
+    timings = dict(a.timings)
+    timings["vote"] = round(time.perf_counter() - t0, 4)
+    merged, _, _ = genre.merged_vocabulary([(n, a.labels[n]) for n in a.tags])
+    timeline = tuple(TimelinePoint(float(t), merged[w]) for t, w in zip(a.starts_s, g.winners))
+    return GenreReport(source=display, seconds=a.seconds, slices=a.n_slices, genres=g.candidates,
+                       descriptors=d.candidates, timings=timings, start=a.offset_s, hint=hint, timeline=timeline)

@@ -11,8 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
-from classifier import demo
 from classifier.settings import Settings
+from classifier.training import demo
 
 
 def ffmpeg(*args: str) -> None:
@@ -39,7 +39,7 @@ def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def backbone():  # noqa: ANN201
-    from classifier.backbone import Backbone
+    from classifier.model.backbone import Backbone
 
     return Backbone.load("msd_musicnn")
 
@@ -64,16 +64,17 @@ def demo_lib(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, demo_lib, backbone):  # noqa: ANN001, ANN201
     """Settings whose database holds the demo library and an active trained head."""
-    from classifier import artists
-    from classifier.enrol import Report, enrol_items, items_from_sources
-    from classifier.index import Index
+    from classifier.model import heads
+    from classifier.store.index import Index
+    from classifier.training import train
+    from classifier.training.enrol import Report, enrol_items, items_from_sources
 
     d = tmp_path_factory.mktemp("trained")
     s = Settings(data_dir=d, batch_size=16)
     with Index(s.database) as index:
         for artist, paths in demo_lib.items():
             enrol_items(items_from_sources(artist, [str(p) for p in paths], Report()), index, backbone, s, hop_s=1.5)
-        artists.train(index, s, artists.HeadConfig(epochs=30))
+        train.train(index, s.heads_dir, heads.HeadConfig(epochs=30))
     return s
 
 
@@ -82,9 +83,10 @@ def trained5(tmp_path_factory: pytest.TempPathFactory, backbone):  # noqa: ANN00
     """Settings with an active head over all five procedural artists (`demo.STYLES`), for front ends that
     show a top-5. Cheap on purpose: one 15-s track per artist and no threshold calibration (threshold 0,
     so a verdict always names someone); `trained` is the realistic one."""
-    from classifier import artists
-    from classifier.enrol import Report, enrol_items, items_from_sources
-    from classifier.index import Index
+    from classifier.model import heads
+    from classifier.store.index import Index
+    from classifier.training import train
+    from classifier.training.enrol import Report, enrol_items, items_from_sources
 
     d = tmp_path_factory.mktemp("trained5")
     s = Settings(data_dir=d, batch_size=16)
@@ -93,5 +95,5 @@ def trained5(tmp_path_factory: pytest.TempPathFactory, backbone):  # noqa: ANN00
             slug = artist.lower().replace(" ", "-")
             path = demo.write_wav(d / "lib" / f"{slug}.wav", demo.render(artist, 15.0, seed=0))
             enrol_items(items_from_sources(artist, [str(path)], Report()), index, backbone, s, hop_s=1.5)
-        artists.train(index, s, artists.HeadConfig(epochs=30), calibrate_threshold=False)
+        train.train(index, s.heads_dir, heads.HeadConfig(epochs=30), calibrate_threshold=False)
     return s

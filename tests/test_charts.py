@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from bot.charts import MAX_PNG_BYTES, _runs, render_chart
-from classifier.verdict import TimelinePoint
+from classifier.model.verdict import TimelinePoint
 from tests.fakes.telegram_api import canned_genre, canned_verdict
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from classifier import decode, errors
+from classifier import errors
+from classifier.audio import decode
 
 
 @pytest.mark.parametrize("name", ["loop.wav", "loop.mp3", "voice.ogg"])

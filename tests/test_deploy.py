@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -229,7 +229,7 @@ def test_dockerignore_is_an_allowlist_of_what_the_dockerfile_copies(
     _, stages = dockerfile
     sources = {word.rstrip("/") for stage in stages.values() for a in stage.args("COPY") if "--from=" not in a
                for word in a.split()[:-1] if not word.startswith("--")}
-    assert sources == allowed == {"pyproject.toml", "README.md", "classifier", "bot", "models"}
+    assert sources == allowed == {"pyproject.toml", "README.md", "classifier", "bot", "spy", "models"}
     assert {"**/.env", "**/__pycache__"} <= set(patterns)
     for path in allowed:
         assert (ROOT / path).exists(), path
@@ -397,7 +397,7 @@ def test_autoscaler_follows_the_services_queue_depth_gauge(manifests: dict[str, 
     (metric,) = hpa["spec"]["metrics"]
     name = metric["pods"]["metric"]["name"]
     assert metric["type"] == "Pods" and name == "spy_queue_jobs"
-    assert f'"{name}"' in (ROOT / "classifier" / "service.py").read_text()     # the gauge /metrics exports
+    assert f'"{name}"' in (ROOT / "classifier" / "serve" / "http.py").read_text()     # the gauge /metrics exports
     config = _resource(manifests, "ConfigMap", "spy-classifier-config")["data"]
     assert float(metric["pods"]["target"]["averageValue"]) < int(config["SPY_MAX_QUEUE_JOBS"])
 
@@ -432,13 +432,13 @@ _NO_TF = r"""
 import importlib, importlib.util, sys
 sys.modules["tensorflow"] = None          # `import tensorflow` now raises ImportError, as in the bot image
 from classifier.settings import Settings
-from classifier.client import make_classifier
-from classifier.remote import RemoteClassifier
+from classifier.serve.client import make_classifier
+from classifier.serve.remote import RemoteClassifier
 import bot.__main__, bot.telegram_app, bot.replies, bot.charts, bot.links, bot.limits
 for later in ("bot.discord_app", "bot.history"):     # front ends still being written when this test was
     if importlib.util.find_spec(later) is not None:
         importlib.import_module(later)
-from classifier import cli
+from spy import cli
 cli.build_parser().parse_args(["bot"])    # registers every subcommand, export included
 clf = make_classifier(Settings(classifier_url="http://classifier:8080", classifier_token="t"))
 assert isinstance(clf, RemoteClassifier), clf

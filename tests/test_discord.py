@@ -20,14 +20,22 @@ from typing import Any, AsyncIterator, Iterator
 import pytest
 
 from bot import discord_app, replies
-from bot.__main__ import quiet_secrets, run
+from bot.__main__ import run
 from bot.charts import MAX_PNG_BYTES
-from bot.history import History
-from classifier import demo
-from classifier.client import LocalClassifier
+from bot.history import link_at
+from classifier.logs import quiet_secrets
+from classifier.model.verdict import Verdict
+from classifier.serve.local import LocalClassifier
 from classifier.settings import Settings
-from classifier.verdict import Verdict
-from tests.fakes.discord_api import Ask, FakeDiscord, Refused, discord_api, discord_running  # noqa: F401 (fixture)
+from classifier.store.history import History
+from classifier.training import demo
+from tests.fakes.discord_api import (  # noqa: F401 (fixture)
+    Ask,
+    FakeDiscord,
+    Refused,
+    discord_api,
+    discord_running,
+)
 from tests.fakes.media_host import MediaHost
 from tests.fakes.telegram_api import StubClassifier, canned_verdict
 
@@ -376,7 +384,8 @@ async def test_history_lists_the_channel_newest_first_and_pages(discord_api: Fak
                                                                 history: History) -> None:
     chat = str(discord_api.channel_id)
     for i in range(12):
-        await history.record(platform="discord", chat=chat, user="1", source=f"https://youtu.be/dQw4w9WgX{i:02d}",
+        await history.record(platform="discord", chat=chat, user="1",
+                             source=link_at(f"https://youtu.be/dQw4w9WgX{i:02d}", 0.0, ()),
                              result=canned_verdict(identified=i != 3))
     await history.record(platform="discord", chat="999", user="1", source="elsewhere", result=canned_verdict())
     await history.correct(2, user="2", artist="Someone Else")

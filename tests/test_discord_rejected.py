@@ -19,9 +19,15 @@ import pytest
 from bot import discord_app, replies
 from bot.__main__ import run
 from classifier import errors
-from classifier.client import LocalClassifier
+from classifier.serve.local import LocalClassifier
 from classifier.settings import Settings
-from tests.fakes.discord_api import Ask, FakeDiscord, Refused, discord_api, discord_running  # noqa: F401 (fixture)
+from tests.fakes.discord_api import (  # noqa: F401 (fixture)
+    Ask,
+    FakeDiscord,
+    Refused,
+    discord_api,
+    discord_running,
+)
 from tests.fakes.telegram_api import StubClassifier, down
 
 YT = "https://youtu.be/dQw4w9WgXcQ"

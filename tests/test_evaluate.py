@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from classifier import cli
+from spy import cli
 
 
 def _manifest(tmp_path: Path, demo_lib: dict[str, list[Path]]) -> Path:

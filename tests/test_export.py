@@ -1,4 +1,4 @@
-"""`spy export` and TensorFlow Serving mode: the SavedModel loaded back against the in-process network (1e-5),
+"""`spy export` and TensorFlow Serving mode: the SavedModel loaded back against the in-process network,
 the blocking TF Serving client and the service's TF Serving mode against a loopback stand-in that runs the
 exported SavedModel for real (tests/fakes/tfserving.py).
 
@@ -20,15 +20,21 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from classifier import artists, cli, errors, export, service, tfserving
-from classifier.backbone import Backbone, BackboneOutput
-from classifier.batcher import ModelWorker
-from classifier.index import Dataset, Index
+from classifier import errors
+from classifier.model import heads
+from classifier.model.backbone import Backbone, BackboneOutput
+from classifier.model.heads import Dataset
+from classifier.serve import http as service
+from classifier.serve import tfserving
+from classifier.serve.batcher import ModelWorker
 from classifier.settings import Settings
+from classifier.store import registry
+from classifier.store.index import Index
+from classifier.training import export
+from spy import cli
 from tests.fakes.tfserving import FakeTFServing, Request, serving_in_thread
+from tests.float32 import assert_close_scaled
 from tests.test_service import TOKEN, WAV, running
-
-TOL = 1e-5
 
 
 def _log_mel_like(n: int, seed: int) -> np.ndarray:
@@ -36,16 +42,16 @@ def _log_mel_like(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0.0, 4.5, (n, 187, 96)).astype(np.float32)
 
 
-def _head(settings: Settings) -> artists.Head:
+def _head(settings: Settings) -> heads.Head:
     """A small head trained for two epochs on random features, saved and registered as the active model."""
     rng = np.random.default_rng(3)
     n, labels = 60, ("Alpha", "Beta", "Gamma")
     ds = Dataset(embedding=rng.normal(size=(n, 200)).astype(np.float32),
                  pooled=rng.normal(1.0, 2.0, size=(n, 1506)).astype(np.float32),
                  starts=np.zeros(n), y=np.arange(n) % 3, track=np.arange(n) // 6, labels=labels)
-    cfg = artists.HeadConfig(hidden=16, epochs=2)
-    model, mean, scale = artists.fit(ds, cfg)
-    head = artists.Head("head-export-test", labels, "msd_musicnn", cfg, mean, scale, model, threshold=0.42)
+    cfg = heads.HeadConfig(hidden=16, epochs=2)
+    model, mean, scale = heads.fit(ds, cfg)
+    head = heads.Head("head-export-test", labels, "msd_musicnn", cfg, mean, scale, model, threshold=0.42)
     folder = head.save(settings.heads_dir / head.id)
     with Index(settings.database) as index:
         index.register_model(head.id, arch=head.arch, path=folder, artists=3, summary={}, activate=True)
@@ -58,7 +64,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, backbone: Backbone) -> It
     tmp = tmp_path_factory.mktemp("export")
     settings = Settings(data_dir=tmp / "data")
     _head(settings)
-    artists._cache.clear()
+    registry.forget_cached()
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)                                  # no stray .env
         mp.setenv("SPY_DATA_DIR", str(settings.data_dir))
@@ -88,11 +94,11 @@ def unavailable(detail: str) -> Iterator[None]:
     assert re.search(detail, info.value.detail or ""), info.value.detail
 
 
-def _assert_close(got: BackboneOutput | dict[str, np.ndarray], want: BackboneOutput, **tol: float) -> None:
+def _assert_close(got: BackboneOutput | dict[str, np.ndarray], want: BackboneOutput) -> None:
+    """The same network in another graph (SavedModel, TF Serving): equal to float32's promise (tests/float32.py)."""
     for name in export.OUTPUTS:
         g = got[name] if isinstance(got, dict) else getattr(got, name)
-        np.testing.assert_allclose(g, getattr(want, name), atol=tol.get("atol", TOL), rtol=tol.get("rtol", 0.0),
-                                   err_msg=name)
+        assert_close_scaled(g, getattr(want, name), what=name)
 
 
 # --- the SavedModel -------------------------------------------------------------------------------------------
@@ -142,19 +148,19 @@ def test_saved_model_matches_the_in_process_network(loaded: Any, backbone: Backb
 @pytest.mark.slow
 def test_out_of_domain_input_takes_the_reference_graph_as_predict_does(loaded: Any, backbone: Backbone) -> None:
     x = _log_mel_like(3, 1) * 1e5        # outside the pruned graph's proof: both fall back to the reference
-    _assert_close(_call(loaded, "serving_default", x), backbone.predict(x), atol=TOL, rtol=TOL)
+    _assert_close(_call(loaded, "serving_default", x), backbone.predict(x))
 
 
 @pytest.mark.slow
 def test_artists_signature_is_the_head_on_the_backbone(loaded: Any, backbone: Backbone,
                                                        exported: tuple[Path, Settings]) -> None:
-    head = artists.current_head(exported[1])          # loaded back from its saved artifact
+    head = registry.current_head(exported[1].database)          # loaded back from its saved artifact
     assert head is not None
     x = _log_mel_like(6, 2)
     got = _call(loaded, "artists", x)
     want = backbone.predict(x)
     _assert_close(got, want)
-    np.testing.assert_allclose(got["artists"], head.predict(want.pooled), atol=TOL)
+    assert_close_scaled(got["artists"], head.predict(want.pooled), what="artists")
     np.testing.assert_allclose(got["artists"].sum(axis=1), 1.0, atol=1e-5)
 
 
@@ -164,9 +170,9 @@ def test_export_refuses_a_taken_version_and_a_head_from_another_backbone(exporte
     base, settings = exported
     with pytest.raises(FileExistsError):
         export.export_backbone(backbone, base, version=1)
-    head = artists.current_head(settings)
+    head = registry.current_head(settings.database)
     assert head is not None
-    other = artists.Head(head.id, head.labels, "mtt_musicnn", head.config, head.mean, head.scale, head.model)
+    other = heads.Head(head.id, head.labels, "mtt_musicnn", head.config, head.mean, head.scale, head.model)
     with pytest.raises(ValueError, match="mtt_musicnn"):
         export.export_backbone(backbone, base, head=other)
 
@@ -248,7 +254,7 @@ def test_the_stand_in_answers_the_row_format_too(exported: tuple[Path, Settings]
         with urllib.request.urlopen(req, timeout=30) as resp:
             predictions = json.loads(resp.read())["predictions"]
     assert len(predictions) == 2 and set(predictions[0]) == {"tags", "embedding", "pooled", "artists"}
-    np.testing.assert_allclose(np.array([p["tags"] for p in predictions]), backbone.predict(x).tags, atol=TOL)
+    assert_close_scaled(np.array([p["tags"] for p in predictions]), backbone.predict(x).tags, what="tags")
     assert fake.requests[-1] == Request("POST", "msd_musicnn", 1, "predict", "artists", "instances", 2)
 
 
@@ -297,9 +303,9 @@ async def test_service_in_tf_serving_mode_matches_the_in_process_service(exporte
     async with running(service.make_app(settings, worker=in_process)) as client:
         local = await (await client.post("/v1/genre", data=body, headers=WAV, params={"name": "loop.wav"})).json()
     assert [g["label"] for g in served["genres"]] == [g["label"] for g in local["genres"]]
-    np.testing.assert_allclose([g["score"] for g in served["genres"]], [g["score"] for g in local["genres"]], atol=TOL)
-    np.testing.assert_allclose([d["score"] for d in served["descriptors"]],
-                               [d["score"] for d in local["descriptors"]], atol=TOL)
+    assert_close_scaled([g["score"] for g in served["genres"]], [g["score"] for g in local["genres"]], what="genres")
+    assert_close_scaled([d["score"] for d in served["descriptors"]], [d["score"] for d in local["descriptors"]],
+                        what="descriptors")
     assert served["timeline"] == local["timeline"]
 
 

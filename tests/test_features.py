@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier import features
-from classifier.backbone import load_params
+from classifier.audio import features
+from classifier.model.backbone import load_params
 
 GOLDEN = Path(__file__).parent / "golden" / "musicnn_msd_musicnn.npz"
 P = load_params("msd_musicnn")

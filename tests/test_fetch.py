@@ -13,13 +13,33 @@ import numpy as np
 import pytest
 import yt_dlp
 
-from classifier import errors, fetch
-from classifier.egress import Egress
-from classifier.fetch import Fetched, Fetcher, choose_window, fetch_window, resolve_redirects, ydl_options
+from classifier import errors
 from classifier.settings import Settings
-from classifier.sources import Source, egress_allowed, find_source, is_allowed_url, split_host_port
+from classifier.sources import fetch
+from classifier.sources.egress import Egress
+from classifier.sources.fetch import (
+    Fetched,
+    Fetcher,
+    choose_window,
+    fetch_window,
+    resolve_redirects,
+    ydl_options,
+)
+from classifier.sources.links import (
+    Source,
+    egress_allowed,
+    find_source,
+    is_allowed_url,
+    split_host_port,
+)
 from tests.fakes.media_host import (  # noqa: F401  (fixtures)
-    SAMPLE_RATE, MediaHost, audio_page, media_dir, media_files, media_host, tone_hz,
+    SAMPLE_RATE,
+    MediaHost,
+    audio_page,
+    media_dir,
+    media_files,
+    media_host,
+    tone_hz,
 )
 from tests.fakes.refusing_proxy import RefusingProxy, refusing_proxy  # noqa: F401  (fixture)
 

@@ -6,11 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from classifier import errors, fetch
-from classifier.fetch import Fetcher, classify_error, fetch_window
+from classifier import errors
 from classifier.settings import Settings
-from classifier.sources import Source, find_source, parse_time
-from tests.fakes.media_host import MediaHost, audio_page, media_dir, media_files, media_host  # noqa: F401
+from classifier.sources import fetch
+from classifier.sources.fetch import Fetcher, classify_error, fetch_window
+from classifier.sources.links import Source, find_source, parse_time
+from tests.fakes.media_host import (  # noqa: F401
+    MediaHost,
+    audio_page,
+    media_dir,
+    media_files,
+    media_host,
+)
 from tests.fakes.refusing_proxy import RefusingProxy, refusing_proxy  # noqa: F401
 
 ID = "dQw4w9WgXcQ"

@@ -18,12 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.history import AUDIO_NOT_KEPT, CSV_COLUMNS, History, Record, Store, history_text, record_line
+from bot.history import history_text, link_at, record_line
 from bot.replies import HTML
-from classifier import db, errors
-from classifier.cli import build_parser
-from classifier.index import Index
+from classifier import errors
 from classifier.settings import Settings
+from classifier.store import db
+from classifier.store.history import AUDIO_NOT_KEPT, CSV_COLUMNS, History, Record, Store
+from classifier.store.index import Index
+from spy.cli import build_parser
 from tests.fakes.telegram_api import canned_genre, canned_verdict
 
 DAY = 86400.0
@@ -92,7 +94,7 @@ def test_a_file_from_a_newer_program_is_refused(tmp_path: Path) -> None:
 
 def test_a_record_keeps_the_answer_and_links_to_the_analysed_moment(tmp_path: Path) -> None:
     with Store(tmp_path / "h.sqlite3") as store:
-        a = store.get(store.add(platform="telegram", chat="-100", user="111", source=YT,
+        a = store.get(store.add(platform="telegram", chat="-100", user="111", source=link_at(YT, 95.0, ()),
                                 result=canned_verdict(YT, start=95.0), message="1001"))
         b = store.get(store.add(platform="discord", chat="5/6", user="222", source="voice note",
                                 result=canned_verdict(identified=False)))
@@ -154,9 +156,9 @@ async def test_concurrent_writers_from_both_bots_lose_and_duplicate_nothing(tmp_
 
 _WRITER = textwrap.dedent("""
     import itertools, sys
-    from bot.history import Store
-    from classifier.verdict import Verdict
-    from classifier.voting import Candidate
+    from classifier.store.history import Store
+    from classifier.model.verdict import Verdict
+    from classifier.model.voting import Candidate
 
     v = Verdict(source="voice note", seconds=30.0, slices=10, artists=(Candidate("A", 0.9, 9),), confidence=0.9,
                 verdict="identified", genres=(), model_id="m", model_artists=1, timings={})
@@ -273,7 +275,7 @@ async def test_the_bot_prunes_at_start_and_then_periodically(tmp_path: Path) -> 
 
 def test_history_lines_show_the_winner_the_link_at_its_moment_and_corrections(tmp_path: Path) -> None:
     with Store(tmp_path / "h.sqlite3") as store:
-        store.add(platform="telegram", chat="1", user="1", source=YT, result=canned_verdict(YT, start=95.0),
+        store.add(platform="telegram", chat="1", user="1", source=link_at(YT, 95.0, ()), result=canned_verdict(YT, start=95.0),
                   now=1_700_000_000.0)
         unknown = store.add(platform="telegram", chat="1", user="1", source="voice note",
                             result=canned_verdict(identified=False), now=1_700_000_100.0)
@@ -303,7 +305,7 @@ def test_spy_corrections_and_history_export(settings: Settings, capsys: pytest.C
                                             tmp_path: Path) -> None:
     assert _spy(settings, "corrections") == 0 and "No corrections yet." in capsys.readouterr().out
     with Store(settings.database) as store:
-        link = store.add(platform="telegram", chat="-100", user="1", source=YT, result=canned_verdict(YT, start=95))
+        link = store.add(platform="telegram", chat="-100", user="1", source=link_at(YT, 95, ()), result=canned_verdict(YT, start=95))
         voice = store.add(platform="telegram", chat="-100", user="2", source="voice note", result=canned_verdict())
         store.add(platform="discord", chat="9/9", user="3", source="voice note", result=canned_verdict())
         store.correct(link, user="2", artist="Iron Riff")

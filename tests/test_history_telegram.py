@@ -14,13 +14,13 @@ from typing import Any, AsyncIterator, Iterator
 import pytest
 
 from bot import telegram_app
-from bot.history import History, Store
-from classifier import demo
-from classifier.cli import build_parser
-from classifier.client import ProgressCallback, Query
-from classifier.index import Index
+from classifier.model.verdict import Verdict
+from classifier.serve.api import ProgressCallback, Query
 from classifier.settings import Settings
-from classifier.verdict import Verdict
+from classifier.store.history import History, Store
+from classifier.store.index import Index
+from classifier.training import demo
+from spy.cli import build_parser
 from tests.fakes.media_host import MediaHost
 from tests.fakes.telegram_api import FakeBotAPI, StubClassifier, canned_verdict
 
@@ -84,7 +84,7 @@ async def history_bot(api: FakeBotAPI, settings: Settings, classifier: Any,
 
 @pytest.fixture
 def history(settings: Settings) -> Iterator[History]:
-    h = History(settings.database, extra_hosts=settings.fetch_extra_hosts)
+    h = History(settings.database)
     yield h
     h.close()
 
@@ -131,7 +131,7 @@ async def test_ask_twice_correct_forget_and_enrol_the_corrected_link(
     that member's records, and `spy enrol --from-corrections` enrolling the corrected link."""
     settings = settings.replace(fetch_extra_hosts=(media.hostport,))
     link = media.url("iron-riff.mp3")
-    history = History(settings.database, extra_hosts=settings.fetch_extra_hosts)
+    history = History(settings.database)
     try:
         async with ButtonBotAPI() as api, history_bot(api, settings, AtTheLinkClassifier(), history):
             group = api.group_chat()

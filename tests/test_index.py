@@ -9,9 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifier import db, errors
-from classifier.enrol import Report, enrol_items, items_from_manifest, items_from_sources
-from classifier.index import Index
+from classifier import errors
+from classifier.store import db
+from classifier.store.index import Index
+from classifier.training.enrol import (
+    Report,
+    enrol_items,
+    items_from_manifest,
+    items_from_sources,
+)
 
 
 def _fake_track(index: Index, artist: str, h: str, n: int = 4) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from classifier import errors, pipeline
-from classifier.client import genre_report
+from classifier.pipeline import genre_report
 
 
 def test_analyse_loop(audio_dir: Path, backbone) -> None:  # noqa: ANN001

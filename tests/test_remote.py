@@ -12,12 +12,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from classifier import errors, service
-from classifier.client import Classifier, Query, make_classifier
-from classifier.remote import RemoteClassifier
+from classifier import errors
+from classifier.model.verdict import GenreReport, Verdict
+from classifier.serve import http as service
+from classifier.serve.api import Classifier, Query
+from classifier.serve.client import make_classifier
+from classifier.serve.remote import RemoteClassifier
 from classifier.settings import Settings
-from classifier.sources import Source
-from classifier.verdict import GenreReport, Verdict
+from classifier.sources.links import Source
 from tests.test_service import TOKEN, WAV, fake_worker, running, service_settings
 
 VIDEO = Source("youtube", "https://www.youtube.com/watch?v=dQw4w9WgXcQ", None)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier import seedcnn
-from classifier.backbone import load_params
+from classifier.model.backbone import load_params
+from classifier.training import seedcnn
 
 
 def test_seedcnn_trains_saves_and_reloads(demo_lib, tmp_path: Path) -> None:  # noqa: ANN001

@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from classifier import service
-from classifier.backbone import BackboneOutput
-from classifier.batcher import ModelWorker
-from classifier.client import LocalClassifier, Query
+from classifier.model.backbone import BackboneOutput
+from classifier.model.verdict import GenreReport, Verdict
+from classifier.serve import http as service
+from classifier.serve.api import Query
+from classifier.serve.batcher import ModelWorker
+from classifier.serve.local import LocalClassifier
 from classifier.settings import Settings
-from classifier.verdict import GenreReport, Verdict
 from tests.fakes.media_host import MediaHost, media_dir, media_files, media_host  # noqa: F401  (fixtures)
 from tests.fakes.refusing_proxy import RefusingProxy, refusing_proxy  # noqa: F401  (fixture)
 

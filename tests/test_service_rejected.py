@@ -12,9 +12,18 @@ from typing import Any, AsyncIterator
 import pytest
 from aiohttp.test_utils import TestClient
 
-from classifier import errors, service
-from classifier.batcher import ModelWorker
-from tests.test_service import AUTH, TOKEN, WAV, FakeNet, fake_worker, running, service_settings
+from classifier import errors
+from classifier.serve import http as service
+from classifier.serve.batcher import ModelWorker
+from tests.test_service import (
+    AUTH,
+    TOKEN,
+    WAV,
+    FakeNet,
+    fake_worker,
+    running,
+    service_settings,
+)
 
 
 async def expect(resp: Any, status: int, code: str, says: str = "") -> dict[str, Any]:
@@ -182,7 +191,7 @@ async def test_identify_without_a_trained_model_is_503_no_model(client: TestClie
 ])
 async def test_links_off_the_allowlist_are_refused_before_any_fetch(client: TestClient, url: str, status: int,
                                                                      code: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from classifier import fetch
+    from classifier.sources import fetch
 
     def no_fetch(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("fetched a refused link")

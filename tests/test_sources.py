@@ -7,8 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from classifier import errors
-from classifier.sources import (
-    Source, egress_allowed, find_source, format_time, is_allowed_url, parse_time, split_host_port,
+from classifier.sources.links import (
+    Source,
+    egress_allowed,
+    find_source,
+    format_time,
+    is_allowed_url,
+    parse_time,
+    split_host_port,
 )
 
 ID = "dQw4w9WgXcQ"

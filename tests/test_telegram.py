@@ -18,11 +18,12 @@ from typing import AsyncIterator, Iterator
 import pytest
 
 from bot import links, replies
-from bot.__main__ import quiet_secrets, run
+from bot.__main__ import run
 from bot.charts import MAX_PNG_BYTES
-from classifier import demo
-from classifier.client import LocalClassifier
+from classifier.logs import quiet_secrets
+from classifier.serve.local import LocalClassifier
 from classifier.settings import Settings
+from classifier.training import demo
 from tests.fakes.media_host import MediaHost
 from tests.fakes.telegram_api import TOKEN, FakeBotAPI, StubClassifier, bot_running
 

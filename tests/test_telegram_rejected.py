@@ -18,9 +18,10 @@ import pytest
 from bot import replies
 from bot.__main__ import run
 from classifier import errors
-from classifier.cli import main as cli_main
-from classifier.client import LocalClassifier
+from classifier.serve.local import LocalClassifier
+from classifier.serve.remote import RemoteClassifier
 from classifier.settings import Settings
+from spy.cli import main as cli_main
 from tests.fakes.telegram_api import FakeBotAPI, StubClassifier, bot_running, down
 
 YT = "https://youtu.be/dQw4w9WgXcQ"
@@ -205,13 +206,11 @@ async def test_a_classifier_that_is_down(settings: Settings) -> None:
 
 
 async def test_a_remote_classifier_at_a_closed_port(settings: Settings) -> None:
-    remote = pytest.importorskip("classifier.remote", reason="classifier/remote.py is not in this tree yet")
-
     with socket.socket() as sock:                    # a port that was free a moment ago: nothing listens there
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     # One attempt: the client's reconnect back-off (0.5 + 1 + 2 s) is its own business, not this test's.
-    clf = remote.RemoteClassifier(settings.replace(classifier_url=f"http://127.0.0.1:{port}"), attempts=1)
+    clf = RemoteClassifier(settings.replace(classifier_url=f"http://127.0.0.1:{port}"), attempts=1)
     try:
         async with FakeBotAPI() as api, bot_running(api, settings, clf):
             user = api.user()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from classifier import voting
+from classifier.model import voting
 
 
 @given(scores=arrays(np.float64, st.tuples(st.integers(1, 40), st.integers(1, 12)),

@@ -22,10 +22,10 @@ from typing import Any, AsyncIterator, Callable
 from aiohttp import web
 
 from classifier import errors
-from classifier.client import ProgressCallback, Query
+from classifier.model.verdict import GenreReport, TimelinePoint, Verdict
+from classifier.model.voting import Candidate
+from classifier.serve.api import ProgressCallback, Query
 from classifier.settings import Settings
-from classifier.verdict import GenreReport, TimelinePoint, Verdict
-from classifier.voting import Candidate
 
 __all__ = ["FakeBotAPI", "Call", "StubClassifier", "canned_verdict", "canned_genre", "bot_running", "TOKEN",
            "FIVE_ARTISTS"]

@@ -1,0 +1,1 @@
+"""SQLite storage: the artist index, the model registry and chat history, in one file."""

@@ -1,0 +1,1 @@
+"""The operator's side: enrol tracks, train and calibrate heads, evaluate, export, the procedural demo library."""
