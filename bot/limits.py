@@ -57,16 +57,17 @@ class RateLimiter:
             return 0.0
         return max(0.0, q[0] + self.window_s - now)
 
-    def check(self, key: Hashable) -> bool:
+    def check(self, key: Hashable, *, tell_every_time: bool = False) -> bool:
         """True: go ahead (the request is counted). Raises `errors.Busy` with the wait on the first refused
         request; False for further requests refused within that same wait (the user was told: stay quiet,
-        so a flood does not turn into a flood of replies)."""
+        so a flood does not turn into a flood of replies). `tell_every_time`: raise for every refused
+        request (where each must be answered anyway, like a Discord interaction)."""
         wait = self.hit(key)
         if wait <= 0:
             self._told_until.pop(key, None)
             return True
         now = self._clock()
-        if self._told_until.get(key, -math.inf) > now:
+        if self._told_until.get(key, -math.inf) > now and not tell_every_time:
             return False
         self._told_until[key] = now + wait
         raise errors.Busy(replies.slow_down(self.per_minute), retry_after_s=wait,

@@ -1,8 +1,9 @@
 """Chat text -> a `Source`: the link in a message or a command's arguments, and an optional trailing time.
 
-Platform-neutral: Telegram passes `/identify <link> [1:02:03]` arguments and hidden link URLs here,
-Discord its command options. Parsing itself is `classifier.sources`' job; this only decides which
-words are the link and which is the time.
+`source_from` is the ONE place in bot/ where chat text becomes a `Source`: every front end reaches it
+through `bot.core.BotCore.source` (Telegram with `/identify <link> [1:02:03]` arguments, message text and
+hidden link URLs; Discord with its `link`/`at` options and pasted messages). Parsing itself is
+`classifier.sources`' job; this only decides which words are the link and which is the time.
 """
 
 from __future__ import annotations
@@ -29,10 +30,15 @@ def split_args(args: Sequence[str]) -> tuple[str, str | None]:
     return " ".join(words), None
 
 
-def source_from(text: str, *, at: str | float | None = None, extra_urls: Iterable[str] = (),
-                extra_hosts: tuple[str, ...] = ()) -> Source:
+def source_from(text: str, *, at: str | float | None = None, trailing_time: bool = False,
+                extra_urls: Iterable[str] = (), extra_hosts: tuple[str, ...] = ()) -> Source:
     """The first supported link in `text` (then in `extra_urls`, e.g. hidden links behind words), with `at`
-    overriding its own time. Raises errors.BadSource / NotAllowed / PlaylistRefused with a sentence."""
+    overriding its own time. `trailing_time`: `text` is a command's arguments, whose last word may be the
+    time (`split_args`; `at`, when given, wins). Raises errors.BadSource / NotAllowed / PlaylistRefused
+    with a sentence."""
+    if trailing_time:
+        text, trailing = split_args(text.split())
+        at = at if at is not None else trailing
     joined = " ".join([text, *extra_urls]).strip()
     return find_source(joined, at=at, extra_hosts=extra_hosts)
 

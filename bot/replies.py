@@ -11,6 +11,10 @@ everywhere. Two layers:
 
 Failures become sentences with `error_text(exc)`: a `SpyError`'s own `user_message` (plus the wait for
 `Busy`), a generic sentence for anything else. Nothing here raises or touches the network.
+
+Every sentence a chat user reads lives here, the platforms' command menus, usage texts, history and
+correction sentences included, so the product's voice can be read (and changed) in one file; that is
+why this module is longer than the ~400 lines a module usually gets.
 """
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ __all__ = [
     "Markup", "PLAIN", "HTML", "MARKDOWN", "Row", "Answer", "identify_answer", "genre_answer", "answer_for",
     "progress_text", "error_text", "GENERIC_ERROR", "format_wait", "bar", "percent", "slow_down", "chat_busy",
     "all_busy", "file_too_big", "empty_file", "not_audio", "usage", "help_text", "start_text", "about_text",
-    "chart_caption", "LISTENING",
+    "chart_caption", "LISTENING", "WRONG", "CONTEXT_MENU", "BOTH_GIVEN", "HISTORY_OFF", "GROUPS_NOTE",
+    "TELEGRAM_MENU", "TELEGRAM_HISTORY_MENU", "DISCORD_COMMANDS", "DISCORD_OPTIONS", "download_failed",
+    "option_usage", "telegram_help", "history_usage", "CORRECT_USAGE", "which_artist", "thanks", "forgotten",
+    "WHO_ARE_YOU", "RECORD_GONE", "LIST_TOO_OLD", "REPLY_WITH_NAME", "NAME_PLACEHOLDER", "NOT_IN_HISTORY", "NEWER",
+    "OLDER", "FORM_TITLE", "FORM_LABEL", "HISTORY_N",
 ]
 
 GENERIC_ERROR = errors.SpyError.default_message
@@ -419,3 +427,90 @@ def about_text(about: Mapping[str, Any], m: Markup = PLAIN) -> str:
     lines.append(e(f"Genres come from {backbones}. I compare each 3-s slice of a clip with the artists I know "
                    "and let the slices vote."))
     return "\n".join(lines)
+
+
+# --- commands, menus and usage -------------------------------------------------------------------------
+
+WRONG = "Wrong? Tell me the artist"               # the button under an artist answer
+CONTEXT_MENU = "Identify artist"                   # Discord: a message -> Apps -> this
+BOTH_GIVEN = "Give me a link or a file, not both."
+HISTORY_OFF = "History is not enabled in this build."
+GROUPS_NOTE = "In groups, use the commands, mention me, or reply to one of my messages."
+WHO_ARE_YOU = "I can't tell who you are here, so I can't tell which requests are yours."
+RECORD_GONE = "I can't find that answer in this chat's history any more."
+LIST_TOO_OLD = "That list is too old. Send /history again."
+REPLY_WITH_NAME = "Reply to my question with the artist's name."
+NAME_PLACEHOLDER = "The artist's name"
+CORRECT_USAGE = "Reply /correct <artist> to my answer, like: /correct Deep Pulse"
+NOT_IN_HISTORY = "I don't have that message in this chat's history. " + CORRECT_USAGE
+NEWER, OLDER = "‹ Newer", "Older ›"
+FORM_TITLE, FORM_LABEL = "Who is it?", "Artist"     # Discord's correction form
+
+TELEGRAM_MENU = (
+    ("identify", "Who made this? /identify <link> [1:02:03]"),
+    ("genre", "The genre: /genre <link>, or reply /genre to a voice note"),
+    ("about", "The model and the artists it knows"),
+    ("help", "How to use me, with examples"),
+)
+TELEGRAM_HISTORY_MENU = (     # in the menu only when the bot keeps history
+    ("history", "The last answers in this chat: /history [n]"),
+    ("correct", "Reply /correct <artist> to an answer I got wrong"),
+    ("forget_me", "Delete your requests from this chat's history"),
+)
+DISCORD_COMMANDS = {
+    "identify": "Who made this? A link (with a time) or an audio file.",
+    "genre": "The genre of a link (with a time) or an audio file.",
+    "history": "The last answers in this channel (only you see them).",
+    "forget_me": "Delete your requests from this channel's history.",
+    "about": "The model and the artists it knows.",
+}
+DISCORD_OPTIONS = {"link": "A YouTube or SoundCloud link", "file": "A voice message or an audio file",
+                   "at": "Where to listen, like 1:02:03 or 62:03"}
+HISTORY_N = "How many answers to show (default {page}, at most {most})"
+
+
+def download_failed(platform: str) -> str:
+    """A platform would not hand over a file it had announced."""
+    return f"I could not download that file from {platform}. Send it again?"
+
+
+def option_usage(command: str) -> str:
+    """How to call a Discord /identify or /genre, whose options are all optional in the schema."""
+    return (f"Give /{command} a link or a file: /{command} link:https://youtu.be/… at:1:02:03, or attach a voice "
+            f"message or an audio file. On any message: Apps -> {CONTEXT_MENU}.")
+
+
+def telegram_help(m: Markup, *, start: bool, history: bool, **limits: Any) -> str:
+    """/start or /help on Telegram: the shared help, the note about groups, and the history commands if kept."""
+    text = (start_text if start else help_text)(m, groups=GROUPS_NOTE, **limits)
+    if not history:
+        return text
+    e, b = m.escape, m.bold
+    return text + "\n\n" + "\n".join([
+        e("• ") + b(e("/history [n]")) + e(" — the last answers in this chat"),
+        e(f"• Got it wrong? Press “{WRONG}” under the answer, or reply ") + b(e("/correct <artist>")) + e(" to it"),
+        e("• ") + b(e("/forget_me")) + e(" — delete your requests from this chat's history"),
+    ])
+
+
+def history_usage(page: int, most: int) -> str:
+    return f"Send /history for the last {page} answers, or /history 25 for more (up to {most})."
+
+
+def which_artist(who: str, record_id: int) -> str:
+    """The question under a "Wrong?" press on Telegram; `who` is already marked up. It must end with the record
+    id in this form: the member's reply is matched to the record through it."""
+    return f"{who}, which artist is it? Reply to this message with the name. (answer #{record_id})"
+
+
+def thanks(record_id: int, artist: str, m: Markup = PLAIN) -> str:
+    e = m.escape
+    return (e(f"✏️ Thanks, noted: answer #{record_id} is ") + m.bold(e(artist))
+            + e(". The operator reviews corrections before the model learns from them."))
+
+
+def forgotten(n: int) -> str:
+    """After /forget_me deleted `n` records."""
+    if not n:
+        return "🧹 I had nothing of yours in this chat's history."
+    return f"🧹 Done: I deleted your {n} request{'' if n == 1 else 's'} from this chat's history."

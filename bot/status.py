@@ -1,9 +1,10 @@
-"""The status message both bots edit while a job runs: throttled, serialised progress edits.
+"""The status line a job shows while it runs ("listening…", "analysing 4/10 slices"): throttled, serialised edits.
 
 Progress edits are fire-and-forget (a throttled edit never holds up the work) and serialised by a FIFO
-lock; after `close()` none lands, so a late progress report from the model's thread can never overwrite
-the answer. The same text is never sent twice, and within a stage at most one edit per `interval_s`.
-Each platform subclasses it with its own `_edit_progress` (and its own `finish`).
+lock; `final` closes the status and makes its edit after any progress edit in flight, and after it no
+progress edit lands, so a late report from the model's thread can never overwrite the answer. The same
+text is never sent twice, and within a stage at most one edit per `interval_s`. The platform supplies
+only `edit`: how to change the status message's text.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Awaitable, Callable, TypeVar
 
 from bot import replies
 
@@ -18,12 +20,16 @@ __all__ = ["Status"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 class Status:
-    #: platform exceptions a failed progress edit may raise (progress is a courtesy: the answer still comes)
-    edit_errors: tuple[type[BaseException], ...] = ()
+    """The Classifier's progress callback, drawn as edits of one status message."""
 
-    def __init__(self, text: str = "", *, interval_s: float = 1.0) -> None:
+    def __init__(self, edit: Callable[[str], Awaitable[object]], text: str = "", *, interval_s: float = 1.0,
+                 edit_errors: tuple[type[BaseException], ...] = ()) -> None:
+        self._edit = edit
+        self._edit_errors = edit_errors   # progress is a courtesy: a failed edit is logged, the answer still comes
         self._lock = asyncio.Lock()
         self._closed = False
         self._text = text
@@ -31,9 +37,6 @@ class Status:
         self._at = 0.0
         self._interval_s = interval_s
         self._tasks: set[asyncio.Task[None]] = set()
-
-    async def _edit_progress(self, text: str) -> None:  # pragma: no cover - every platform overrides it
-        raise NotImplementedError
 
     async def __call__(self, stage: str, done: int, total: int) -> None:
         """The Classifier's progress callback: `progress(stage, done, total)`."""
@@ -53,9 +56,16 @@ class Status:
             if self._closed:
                 return
             try:
-                await self._edit_progress(text)
-            except self.edit_errors as exc:
+                await self._edit(text)
+            except self._edit_errors as exc:
                 log.debug("progress edit failed: %s", exc)
 
     def close(self) -> None:
+        """No progress edit lands after this."""
         self._closed = True
+
+    async def final(self, action: Callable[[], Awaitable[T]]) -> T:
+        """Close, then run `action` (the edit that replaces the status) once the edits in flight are done."""
+        self._closed = True
+        async with self._lock:
+            return await action()

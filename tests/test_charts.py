@@ -10,7 +10,7 @@ import pytest
 
 from bot.charts import MAX_PNG_BYTES, _runs, render_chart
 from classifier.model.verdict import TimelinePoint
-from tests.fakes.telegram_api import canned_genre, canned_verdict
+from tests.fakes.classifier import canned_genre, canned_verdict
 
 
 def png_size(data: bytes) -> tuple[int, int]:

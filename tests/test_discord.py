@@ -19,9 +19,10 @@ from typing import Any, AsyncIterator, Iterator
 
 import pytest
 
-from bot import discord_app, replies
+from bot import discord_app, discord_reply, replies
 from bot.__main__ import run
 from bot.charts import MAX_PNG_BYTES
+from bot.core import CHART_NAME
 from bot.history import link_at
 from classifier.logs import quiet_secrets
 from classifier.model.verdict import Verdict
@@ -29,15 +30,15 @@ from classifier.serve.local import LocalClassifier
 from classifier.settings import Settings
 from classifier.store.history import History
 from classifier.training import demo
+from tests.fakes.classifier import StubClassifier, canned_verdict
 from tests.fakes.discord_api import (  # noqa: F401 (fixture)
     Ask,
     FakeDiscord,
     Refused,
-    discord_api,
+    discord_api_fixture,
     discord_running,
 )
 from tests.fakes.media_host import MediaHost
-from tests.fakes.telegram_api import StubClassifier, canned_verdict
 
 FIVE = tuple(demo.STYLES)
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -88,7 +89,7 @@ def _assert_answer(ask: Ask, top: str) -> dict[str, Any]:
     final = ask.edits[-1]
     assert final.multipart and list(final.files) == ["files[0]"], "the chart goes up with the embed"
     name, png = final.files["files[0]"]
-    assert name == discord_app.CHART_NAME and png[:8] == PNG and 1000 < len(png) < MAX_PNG_BYTES
+    assert name == CHART_NAME and png[:8] == PNG and 1000 < len(png) < MAX_PNG_BYTES
     assert final.body["content"] is None, "the progress text is cleared"
     (embed,) = final.embeds
     rows = re.findall(r"^(\d)\. [█░]{8} +(\d+)%  (.+)$", embed["description"], flags=re.M)
@@ -148,7 +149,7 @@ async def test_the_context_menu_on_a_voice_message(discord_api: FakeDiscord, tra
         voice = discord_api.attachment((audio_dir / "voice.ogg").read_bytes(), "voice-message.ogg", "audio/ogg",
                                        voice=True, duration=20.0)
         message = await discord_api.post(ada, attachments=[voice], dispatch=False)
-        ask = await discord_api.context_menu(discord_app.CONTEXT_MENU, message, bob)
+        ask = await discord_api.context_menu(replies.CONTEXT_MENU, message, bob)
         await ask.done(timeout=120)
     embed = _assert_answer(ask, "Deep Pulse")
     assert _progress(ask)[0] == replies.progress_text("downloading")
@@ -185,7 +186,7 @@ async def test_an_unsure_vote_says_i_dont_know_with_the_weak_candidates(discord_
                                            "The nearest, all weak:\n1. ")
     assert len(re.findall(r"^\d\. ", embed["description"], flags=re.M)) == 5
     assert _fields(embed)["Confidence"] == "31%, too low to name anyone"
-    assert embed["color"] == discord_app._COLOURS["unknown"].value
+    assert embed["color"] == discord_reply.colour("unknown").value
     assert embed["url"] == "https://www.youtube.com/watch?v=dQw4w9WgXcQ&t=95s"
 
 
@@ -198,13 +199,13 @@ async def test_the_synced_schema_and_about(discord_api: FakeDiscord, settings: S
     puts = discord_api.of("PUT", r"^/applications/\d+/commands$")
     assert len(puts) == 1 and not discord_api.of("PUT", "/guilds/"), "global sync when no dev guild is set"
     commands = {c["name"]: c for c in puts[0].body}
-    assert list(commands) == ["identify", "genre", "history", "about", discord_app.CONTEXT_MENU]
+    assert list(commands) == ["identify", "genre", "history", "about", replies.CONTEXT_MENU]
     for name in ("identify", "genre"):
         options = {o["name"]: (o["type"], o["required"]) for o in commands[name]["options"]}
         assert options == {"link": (3, False), "file": (11, False), "at": (3, False)}
     assert commands["history"]["options"][0] | {"description": ""} == {
         "type": 4, "name": "n", "description": "", "required": False, "min_value": 1, "max_value": 200}
-    assert commands[discord_app.CONTEXT_MENU]["type"] == 3
+    assert commands[replies.CONTEXT_MENU]["type"] == 3
     assert all(c["contexts"] == [0, 1] for c in commands.values()), "guilds and DMs with the bot"
     assert ask.callback_type == 5
     (embed,) = ask.edits[-1].embeds
@@ -327,7 +328,7 @@ async def test_answers_are_recorded_and_can_be_corrected(discord_api: FakeDiscor
         answer = await ask.done()
         (row,) = answer["components"]
         (button,) = row["components"]
-        assert button["label"] == discord_app.WRONG and button["custom_id"] == "spy:wrong:1"
+        assert button["label"] == replies.WRONG and button["custom_id"] == "spy:wrong:1"
         opened = await discord_api.click(answer, "spy:wrong:1", bob)
         await discord_api.wait_for(lambda: opened.modal)
         with pytest.raises(Refused, match="artist is required"):       # Discord's form will not send it empty
@@ -369,7 +370,7 @@ async def test_a_correction_button_from_another_channel_is_refused(discord_api: 
         ada = discord_api.user(1, "ada")
         answer = await (await discord_api.slash("identify", ada, link=YT)).done()
         forged = dict(answer, components=[{"type": 1, "components": [
-            {"type": 2, "style": 2, "label": discord_app.WRONG, "custom_id": f"spy:wrong:{other}"}]}])
+            {"type": 2, "style": 2, "label": replies.WRONG, "custom_id": f"spy:wrong:{other}"}]}])
         discord_api.messages[answer["id"]] = forged
         opened = await discord_api.click(forged, f"spy:wrong:{other}", ada)
         await discord_api.wait_for(lambda: opened.modal)
@@ -425,7 +426,7 @@ async def test_history_without_a_store(discord_api: FakeDiscord, settings: Setti
         answer = await (await discord_api.slash("identify", discord_api.user(), link=YT)).done()
         with pytest.raises(Refused, match="no synced command 'forget_me'"):
             await discord_api.slash("forget_me", discord_api.user())
-    assert ask.callback_type == 4 and reply["content"] == discord_app.HISTORY_OFF and reply["flags"] & 64
+    assert ask.callback_type == 4 and reply["content"] == replies.HISTORY_OFF and reply["flags"] & 64
     assert answer["components"] == [], "no correction button without a history store"
 
 
@@ -446,6 +447,6 @@ async def test_the_token_never_reaches_the_logs(discord_api: FakeDiscord, settin
             logging.getLogger(name).setLevel(level)
     assert "READY" in caplog.text, "discord.py's debug lines were captured"
     assert discord_api.token not in caplog.text and discord_api.token.split(".")[-1] not in caplog.text
-    jobs = [r.getMessage() for r in caplog.records if r.name == "bot.discord_app" and "job dc-" in r.getMessage()]
+    jobs = [r.getMessage() for r in caplog.records if r.name == "bot.core" and "job dc-" in r.getMessage()]
     assert len(jobs) == 1 and "identify source=discord:audio_file seconds=30.0 slices=10" in jobs[0]
 

@@ -16,19 +16,19 @@ from typing import Any
 
 import pytest
 
-from bot import discord_app, replies
+from bot import replies
 from bot.__main__ import run
 from classifier import errors
 from classifier.serve.local import LocalClassifier
 from classifier.settings import Settings
+from tests.fakes.classifier import StubClassifier, down
 from tests.fakes.discord_api import (  # noqa: F401 (fixture)
     Ask,
     FakeDiscord,
     Refused,
-    discord_api,
+    discord_api_fixture,
     discord_running,
 )
-from tests.fakes.telegram_api import StubClassifier, down
 
 YT = "https://youtu.be/dQw4w9WgXcQ"
 EPHEMERAL = 64
@@ -64,7 +64,7 @@ async def test_files_refused_before_a_byte_is_downloaded(discord_api: FakeDiscor
                                                         name: str, mime: str, size: int | None, expected: str,
                                                         code: str, caplog: pytest.LogCaptureFixture) -> None:
     clf = StubClassifier()
-    caplog.set_level(logging.INFO, logger="bot.discord_app")
+    caplog.set_level(logging.INFO, logger="bot")
     async with discord_running(discord_api, settings.replace(max_file_bytes=10_000), clf):
         attachment = discord_api.attachment(data, name, mime, size=size)
         ask = await discord_api.slash("identify", discord_api.user(), file=attachment)
@@ -80,7 +80,7 @@ async def test_an_empty_voice_message_from_the_context_menu(discord_api: FakeDis
         ada = discord_api.user()
         voice = discord_api.attachment(b"", "voice-message.ogg", "audio/ogg", voice=True, duration=0.0)
         message = await discord_api.post(ada, attachments=[voice], dispatch=False)
-        ask = await discord_api.context_menu(discord_app.CONTEXT_MENU, message, ada)
+        ask = await discord_api.context_menu(replies.CONTEXT_MENU, message, ada)
         await discord_api.wait_for(lambda: ask.callback)
     assert _ephemeral(ask) == "That voice message is empty: there is nothing in it to listen to."
 
@@ -106,7 +106,7 @@ async def test_an_attachment_gone_from_the_cdn(discord_api: FakeDiscord, setting
         mp3 = discord_api.attachment(b"ID3" + bytes(100), "gone.mp3", "audio/mpeg")
         del discord_api.attachments[mp3["id"]]
         ask = await discord_api.slash("identify", discord_api.user(), file=mp3)
-        assert await _final_text(ask) == discord_app.DOWNLOAD_FAILED
+        assert await _final_text(ask) == replies.download_failed("Discord")
 
 
 async def test_a_message_without_audio_or_a_link(discord_api: FakeDiscord, settings: Settings) -> None:
@@ -115,7 +115,7 @@ async def test_a_message_without_audio_or_a_link(discord_api: FakeDiscord, setti
         chatter = await discord_api.post(ada, "nice party", dispatch=False)
         pdf = discord_api.attachment(b"%PDF", "flyer.pdf", "application/pdf")
         flyer = await discord_api.post(ada, "see you there", attachments=[pdf], dispatch=False)
-        asks = [await discord_api.context_menu(discord_app.CONTEXT_MENU, m, ada) for m in (chatter, flyer)]
+        asks = [await discord_api.context_menu(replies.CONTEXT_MENU, m, ada) for m in (chatter, flyer)]
         await discord_api.wait_for(lambda: all(a.callback for a in asks))
     assert [_ephemeral(a) for a in asks] == [errors.BadSource.default_message,
                                              replies.not_audio("flyer.pdf", "application/pdf")]
@@ -128,13 +128,13 @@ async def test_a_message_without_audio_or_a_link(discord_api: FakeDiscord, setti
     ("identify", {"link": "https://www.youtube.com/playlist?list=PL0123456789"},
      errors.PlaylistRefused.default_message),
     ("genre", {"link": "hello there"}, errors.BadSource.default_message),
-    ("identify", {}, discord_app._usage("identify")),
-    ("genre", {"at": "1:00"}, discord_app._usage("genre")),
+    ("identify", {}, replies.option_usage("identify")),
+    ("genre", {"at": "1:00"}, replies.option_usage("genre")),
     ("identify", {"link": YT, "at": "1:99"}, BAD_TIME),
     ("identify", {"link": f"{YT} 1:99"}, BAD_TIME),
     ("identify", {"link": "https://soundcloud.com/someone"},
      "That is a SoundCloud profile, not a track. Open the track and paste its link."),
-    ("identify", {"link": YT, "file": "ATTACHMENT"}, discord_app.BOTH_GIVEN),
+    ("identify", {"link": YT, "file": "ATTACHMENT"}, replies.BOTH_GIVEN),
     ("genre", {"file": "ATTACHMENT", "at": "soon"}, "I could not read the time “soon”. Write it like 1:02:03, "
                                                     "62:03 or 1h2m3s."),
 ])
@@ -231,7 +231,7 @@ async def test_an_unexpected_exception_is_logged_once_and_answered_generically(
         clf.error = None                                         # and the bot is still there
         await (await discord_api.slash("identify", discord_api.user(), link=YT)).done()
     tracebacks = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], RuntimeError)]
-    assert len(tracebacks) == 1 and tracebacks[0].name == "bot.discord_app"
+    assert len(tracebacks) == 1 and tracebacks[0].name == "bot.core"
     assert all("0xDEAD" not in str(c.body) for c in discord_api.calls)
 
 

@@ -13,7 +13,7 @@ from bot import replies
 from bot.replies import HTML, MARKDOWN, PLAIN
 from classifier import errors
 from classifier.model.voting import Candidate
-from tests.fakes.telegram_api import FIVE_ARTISTS, canned_genre, canned_verdict
+from tests.fakes.classifier import FIVE_ARTISTS, canned_genre, canned_verdict
 
 YT = "https://www.youtube.com/watch?v=dQw4w9WgXcQ&t=3723s"
 

@@ -24,8 +24,9 @@ from classifier.logs import quiet_secrets
 from classifier.serve.local import LocalClassifier
 from classifier.settings import Settings
 from classifier.training import demo
+from tests.fakes.classifier import StubClassifier
 from tests.fakes.media_host import MediaHost
-from tests.fakes.telegram_api import TOKEN, FakeBotAPI, StubClassifier, bot_running
+from tests.fakes.telegram_api import TOKEN, FakeBotAPI, bot_running
 
 FIVE = tuple(demo.STYLES)
 
@@ -223,7 +224,7 @@ async def test_the_token_never_reaches_the_logs(settings: Settings, caplog: pyte
     assert TOKEN not in text and TOKEN.split(":")[1] not in text
     assert "bot<token>" in text, "PTB logged its URL with the token, and the filter replaced it"
     assert not [r for r in caplog.records if r.name.startswith("httpx") and r.levelno < logging.WARNING]
-    job_lines = [r.getMessage() for r in caplog.records if r.name == "bot.telegram_app" and "job tg-" in r.getMessage()]
+    job_lines = [r.getMessage() for r in caplog.records if r.name == "bot.core" and "job tg-" in r.getMessage()]
     assert len(job_lines) == 1 and "source=telegram:voice_note" in job_lines[0]
 
 
@@ -260,7 +261,7 @@ async def test_a_chart_that_fails_leaves_the_answer_standing(settings: Settings,
         user = api.user()
         chat = api.private_chat(user)
         await api.send_text(chat, user, "https://youtu.be/dQw4w9WgXcQ")
-        await api.wait_for(lambda: any(r.getMessage().startswith("chart not sent") for r in caplog.records))
+        await api.wait_for(lambda: any(r.getMessage() == "chart not drawn" for r in caplog.records))
         await api.settle()
     assert api.of("editMessageText")[-1].text.startswith("🎧 I think this is <b>Deep Pulse</b>.")
     assert not api.of("sendPhoto") and api.replies(chat["id"]) == [replies.LISTENING]

@@ -22,7 +22,8 @@ from classifier.serve.local import LocalClassifier
 from classifier.serve.remote import RemoteClassifier
 from classifier.settings import Settings
 from spy.cli import main as cli_main
-from tests.fakes.telegram_api import FakeBotAPI, StubClassifier, bot_running, down
+from tests.fakes.classifier import StubClassifier, down
+from tests.fakes.telegram_api import FakeBotAPI, bot_running
 
 YT = "https://youtu.be/dQw4w9WgXcQ"
 
@@ -49,7 +50,7 @@ async def test_documents_refused_before_a_byte_is_downloaded(settings: Settings,
                                                             expected: str, code: str,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     clf = StubClassifier()
-    caplog.set_level(logging.INFO, logger="bot.telegram_app")
+    caplog.set_level(logging.INFO, logger="bot")
     async with FakeBotAPI() as api, bot_running(api, settings.replace(max_file_bytes=10_000), clf):
         user = api.user()
         chat = api.private_chat(user)
@@ -235,7 +236,7 @@ async def test_an_unexpected_exception_is_logged_once_and_answered_generically(
         await api.send_text(chat, user, "/help")             # and the bot is still there
         await api.wait_for(lambda: len(api.replies(chat["id"])) == 2)
     tracebacks = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], RuntimeError)]
-    assert len(tracebacks) == 1 and tracebacks[0].name == "bot.telegram_app"
+    assert len(tracebacks) == 1 and tracebacks[0].name == "bot.core"
     assert all("0xDEAD" not in c.text for c in api.calls if c.text)
 
 

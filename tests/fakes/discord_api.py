@@ -34,7 +34,7 @@ from typing import Any, AsyncIterator, Callable
 import pytest
 from aiohttp import web
 
-__all__ = ["FakeDiscord", "Call", "Ask", "Refused", "TOKEN", "discord_api", "discord_running"]
+__all__ = ["FakeDiscord", "Call", "Ask", "Refused", "TOKEN", "discord_api_fixture", "discord_running"]
 
 TOKEN = "MTAxMDEwMTAxMDEwMTAx.G7fake.discord-token_never-to-be-logged"
 API = "/api/v10"
@@ -746,9 +746,10 @@ async def _read_body(request: web.Request) -> tuple[Any, dict[str, tuple[str, by
 
 # --- fixtures --------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-async def discord_api(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
-    """The stand-in, with discord.py's REST base and default gateway pointed at it."""
+@pytest.fixture(name="discord_api")
+async def discord_api_fixture(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
+    """The stand-in, with discord.py's REST base and default gateway pointed at it (import it into a test
+    module to have `discord_api`; the function's own name differs, so test parameters do not shadow it)."""
     import yarl
     from discord.gateway import DiscordWebSocket
     from discord.http import Route
