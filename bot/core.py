@@ -192,6 +192,7 @@ class Job:
     started: float = field(default_factory=time.perf_counter)
     query: Query | None = None
     note: str | None = None      # a line for the answer ("I listened to the first 2 min.")
+    finished: bool = False       # the answer is out: a later failure must not replace it
 
     async def ask(self, call: Callable[[Query, Status], Awaitable[T]]) -> T:
         """Run a classifier call with this job's progress; no progress edit lands after it."""
@@ -203,7 +204,9 @@ class Job:
 
     async def finish(self, post: Post) -> str | None:
         """Replace the status with the answer (after any progress edit in flight)."""
-        return await self.status.final(lambda: self.reply.finish(post))
+        shown = await self.status.final(lambda: self.reply.finish(post))
+        self.finished = True
+        return shown
 
 
 # --- the core ------------------------------------------------------------------------------------------------
@@ -386,6 +389,8 @@ class BotCore:
         else:
             log.error("unhandled error", exc_info=exc)
         job = self._live.pop(key, None)
+        if job is not None and job.finished:
+            job = None
         target = job.reply if job is not None else reply
         if target is None:
             return

@@ -157,5 +157,5 @@ async def _attach(to: Message, files: Sequence[Attachment]) -> None:
             if (data := await file.load()) is not None:
                 send = to.reply_photo if file.image else to.reply_document
                 await send(data, filename=file.name, caption=file.caption or None, do_quote=True)
-        except TelegramError:
+        except Exception:  # noqa: BLE001 - the answer is already in the chat
             log.warning("%s not sent to chat %s", file.name, to.chat_id, exc_info=True)

@@ -13,9 +13,8 @@ import asyncio
 import copy
 import logging
 import re
-import subprocess
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -30,7 +29,12 @@ from classifier.serve.local import LocalClassifier
 from classifier.settings import Settings
 from classifier.store.history import History
 from classifier.training import demo
-from tests.fakes.classifier import StubClassifier, canned_verdict
+from tests.fakes.classifier import (  # noqa: F401 (fixtures)
+    StubClassifier,
+    canned_verdict,
+    local_fixture,
+    media_fixture,
+)
 from tests.fakes.discord_api import (  # noqa: F401 (fixture)
     Ask,
     FakeDiscord,
@@ -45,24 +49,6 @@ PNG = b"\x89PNG\r\n\x1a\n"
 YT = "https://youtu.be/dQw4w9WgXcQ"
 
 
-@pytest.fixture
-async def local(trained5: Settings) -> AsyncIterator[LocalClassifier]:
-    clf = LocalClassifier(trained5)
-    yield clf
-    await clf.aclose()
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaHost]:
-    """A loopback media host serving 40 s of 'Iron Riff' as MP3."""
-    d = tmp_path_factory.mktemp("dc-media")
-    wav = demo.write_wav(d / "iron-riff.wav", demo.render("Iron Riff", 40.0, seed=3))
-    mp3 = d / "iron-riff.mp3"
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(wav), "-c:a", "libmp3lame",
-                    "-b:a", "96k", str(mp3)], check=True)
-    with MediaHost() as host:
-        host.add("iron-riff.mp3", mp3)
-        yield host
 
 
 # --- what an answer looks like ------------------------------------------------------------------------------

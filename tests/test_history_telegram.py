@@ -8,7 +8,6 @@ import contextlib
 import itertools
 import json
 import re
-import subprocess
 from typing import Any, AsyncIterator, Iterator
 
 import pytest
@@ -19,9 +18,8 @@ from classifier.serve.api import ProgressCallback, Query
 from classifier.settings import Settings
 from classifier.store.history import History, Store
 from classifier.store.index import Index
-from classifier.training import demo
 from spy.cli import build_parser
-from tests.fakes.classifier import StubClassifier, canned_verdict
+from tests.fakes.classifier import StubClassifier, canned_verdict, media_fixture  # noqa: F401 (fixtures)
 from tests.fakes.media_host import MediaHost
 from tests.fakes.telegram_api import FakeBotAPI
 
@@ -89,18 +87,6 @@ def history(settings: Settings) -> Iterator[History]:
     yield h
     h.close()
 
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaHost]:
-    """A loopback media host serving 40 s of 'Iron Riff' as MP3."""
-    d = tmp_path_factory.mktemp("history-media")
-    wav = demo.write_wav(d / "iron-riff.wav", demo.render("Iron Riff", 40.0, seed=3))
-    mp3 = d / "iron-riff.mp3"
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(wav), "-c:a", "libmp3lame",
-                    "-b:a", "96k", str(mp3)], check=True)
-    with MediaHost() as host:
-        host.add("iron-riff.mp3", mp3)
-        yield host
 
 
 def _answers(api: ButtonBotAPI, chat_id: int) -> list[int]:

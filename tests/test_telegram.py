@@ -11,9 +11,7 @@ import asyncio
 import html
 import logging
 import re
-import subprocess
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import pytest
 
@@ -24,31 +22,13 @@ from classifier.logs import quiet_secrets
 from classifier.serve.local import LocalClassifier
 from classifier.settings import Settings
 from classifier.training import demo
-from tests.fakes.classifier import StubClassifier
+from tests.fakes.classifier import StubClassifier, local_fixture, media_fixture  # noqa: F401 (fixtures)
 from tests.fakes.media_host import MediaHost
 from tests.fakes.telegram_api import TOKEN, FakeBotAPI, bot_running
 
 FIVE = tuple(demo.STYLES)
 
 
-@pytest.fixture
-async def local(trained5: Settings) -> AsyncIterator[LocalClassifier]:
-    clf = LocalClassifier(trained5)
-    yield clf
-    await clf.aclose()
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaHost]:
-    """A loopback media host serving 40 s of 'Iron Riff' as MP3."""
-    d = tmp_path_factory.mktemp("tg-media")
-    wav = demo.write_wav(d / "iron-riff.wav", demo.render("Iron Riff", 40.0, seed=3))
-    mp3 = d / "iron-riff.mp3"
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(wav), "-c:a", "libmp3lame",
-                    "-b:a", "96k", str(mp3)], check=True)
-    with MediaHost() as host:
-        host.add("iron-riff.mp3", mp3)
-        yield host
 
 
 def _answer_parts(api: FakeBotAPI, chat_id: int) -> tuple[str, list[str], str, bytes, int]:

@@ -2,20 +2,30 @@
 
 `StubClassifier` is for tests about the front ends alone (refusals, floods, a classifier that is down,
 rendering); `canned_verdict` / `canned_genre` are what the classifier would give, for rendering tests.
-The end-to-end tests use the real classifier instead.
+The end-to-end tests use the real classifier instead, and the two fixtures here, shared by every bot's tests
+(import them to use them): `local`, the real classifier on the five procedural artists, and `media`, a
+loopback media host serving 40 s of 'Iron Riff' for the link tests.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import subprocess
+from typing import Any, AsyncIterator, Iterator
+
+import pytest
 
 from classifier import errors
 from classifier.model.verdict import GenreReport, TimelinePoint, Verdict
 from classifier.model.voting import Candidate
 from classifier.serve.api import ProgressCallback, Query
+from classifier.serve.local import LocalClassifier
+from classifier.settings import Settings
+from classifier.training import demo
+from tests.fakes.media_host import MediaHost
 
-__all__ = ["StubClassifier", "canned_verdict", "canned_genre", "down", "FIVE_ARTISTS"]
+__all__ = ["StubClassifier", "canned_verdict", "canned_genre", "down", "FIVE_ARTISTS", "local_fixture",
+           "media_fixture"]
 
 FIVE_ARTISTS = ("Deep Pulse", "Broken Glass", "Slow Tide", "Iron Riff", "Chip Tune")
 
@@ -88,3 +98,26 @@ class StubClassifier:
 def down() -> StubClassifier:
     """A classifier whose service cannot be reached."""
     return StubClassifier(error=errors.ClassifierUnavailable(detail="connect: refused"))
+
+
+# --- fixtures for the end-to-end bot tests (named apart, so that test parameters do not shadow them) ------------
+
+@pytest.fixture(name="local")
+async def local_fixture(trained5: Settings) -> AsyncIterator[LocalClassifier]:
+    """The real classifier, in process, on the five procedural artists."""
+    clf = LocalClassifier(trained5)
+    yield clf
+    await clf.aclose()
+
+
+@pytest.fixture(scope="module", name="media")
+def media_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaHost]:
+    """A loopback media host serving 40 s of 'Iron Riff' as MP3."""
+    d = tmp_path_factory.mktemp("media")
+    wav = demo.write_wav(d / "iron-riff.wav", demo.render("Iron Riff", 40.0, seed=3))
+    mp3 = d / "iron-riff.mp3"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(wav), "-c:a", "libmp3lame",
+                    "-b:a", "96k", str(mp3)], check=True)
+    with MediaHost() as host:
+        host.add("iron-riff.mp3", mp3)
+        yield host
