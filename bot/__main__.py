@@ -1,10 +1,10 @@
 """`spy bot` / `python -m bot`: run the chat front ends on one event loop, every resource opened in one place.
 
     TELEGRAM_TOKEN=...  spy bot          Telegram (long polling)
-    DISCORD_TOKEN=...   spy bot          Discord (bot.discord_app, when it exists)
+    DISCORD_TOKEN=...   spy bot          Discord (bot.discord_app)
     CLASSIFIER_URL=...                   use a remote `spy serve` instead of the in-process model
 
-Both bots share one `History` (bot/history.py), opened here with the other resources; it is pruned to
+Both bots share one `History` (classifier/store/history.py), opened here with the other resources; it is pruned to
 `history_retention_days` at start and every few hours while the bots run.
 
 Tokens never reach the logs (`classifier.logs.quiet_secrets`).
@@ -57,9 +57,8 @@ async def run(settings: Settings, *, classifier: Classifier | None = None,
                 raise errors.Unauthorized("Telegram rejected TELEGRAM_TOKEN. Check it with @BotFather.") from None
             log.info("Telegram bot is polling")
         if settings.discord_token:
-            # The Discord issue: `bot.discord_app.build(settings, classifier, history=...)` returns a discord.Client.
             # Imported only when its token is set, so a Telegram-only deployment never loads discord.py.
-            from bot import discord_app  # type: ignore[attr-defined]
+            from bot import discord_app
 
             client = discord_app.build(settings, classifier, history=history)
             await stack.enter_async_context(client)                      # closes the client on exit

@@ -488,7 +488,8 @@ def telegram_help(m: Markup, *, start: bool, history: bool, **limits: Any) -> st
     e, b = m.escape, m.bold
     return text + "\n\n" + "\n".join([
         e("• ") + b(e("/history [n]")) + e(" — the last answers in this chat"),
-        e(f"• Got it wrong? Press “{WRONG}” under the answer, or reply ") + b(e("/correct <artist>")) + e(" to it"),
+        e(f"• Got it wrong? Press “{WRONG}” under the answer, or reply ") + b(e("/correct <artist>"))
+        + e(" to it"),
         e("• ") + b(e("/forget_me")) + e(" — delete your requests from this chat's history"),
     ])
 

@@ -12,8 +12,8 @@ names the record ("(answer #12)"). Groups: commands, and messages that mention t
 Telegram's privacy mode already limits bots in groups to those; with it off the bot still answers only
 those, so it never talks over a group's conversation.
 
-Jobs, progress, charts, history and failures are `bot.core`'s: this file maps updates onto it and shows
-its posts as HTML messages (the "listening..." reply is edited into the answer; files follow as replies).
+Jobs, progress, charts, history and failures are `bot.core`'s: this file maps updates onto it, and
+`bot.telegram_reply` shows its posts as HTML messages (the "listening..." reply edited into the answer).
 Handlers that wait on work run with `block=False`; every failure reaches `on_error`, then `BotCore.fail`.
 """
 

@@ -78,8 +78,6 @@ async def _save(bot: Bot, file_id: str, size: int | None, path: Path, max_bytes:
     await asyncio.to_thread(path.write_bytes, data)     # PTB's download_to_drive writes on the event loop
 
 
-
-
 # --- posts as Telegram messages ---------------------------------------------------------------------------
 
 def render(post: Post) -> tuple[str, dict[str, Any]]:

@@ -197,7 +197,8 @@ async def test_history_pages_with_buttons(settings: Settings, history: History) 
         assert api.buttons(group["id"], listing_id) == [("Older ›", "history:25:10")]
 
         for data, first, last, buttons in [
-            ("history:25:10", "11–20", "clip-05.mp3", [("‹ Newer", "history:25:0"), ("Older ›", "history:25:20")]),
+            ("history:25:10", "11–20", "clip-05.mp3",
+             [("‹ Newer", "history:25:0"), ("Older ›", "history:25:20")]),
             # the callback data of lists sent before both bots named the action "history" still pages
             ("hist:25:20", "21–25", "clip-00.mp3", [("‹ Newer", "history:25:10")]),
         ]:
