@@ -150,6 +150,8 @@ def test_a_time_without_any_link_says_what_to_do() -> None:
     assert "as a reply to the message with the link" in caught.value.user_message
     with pytest.raises(errors.PlaylistRefused):
         understand("/identify 1:02:03", reply_text="https://soundcloud.com/dj/sets/summer")
+    with pytest.raises(errors.NotAllowed):                     # its own link, refused, beats the one it answers
+        understand("/identify https://vimeo.com/1", reply_text=YT)
 
 
 def test_hidden_links_come_after_the_visible_ones() -> None:

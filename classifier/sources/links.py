@@ -179,7 +179,7 @@ def understand(text: str, *, at: str | float | None = None, reply_text: str | No
     text : the message, or a command's text (`/identify <link> at 1:02:03`; the command word is ignored).
     at : an explicit time field (Discord's `at:`, `--at`, the HTTP API's `at`); it wins over any other time.
     reply_text : the message that `text` answers, with its hidden link URLs appended. Its link is used when
-        `text` has none (`/identify 1:02:03` sent as a reply to a link).
+        `text` has no link at all (`/identify 1:02:03` sent as a reply to a link).
     extra_urls : the message's own hidden links (Telegram text links, Discord embeds), after its visible ones.
     extra_hosts : operator-added `host:port` media hosts (`settings.fetch_extra_hosts`).
     max_chars : longest `text` or `reply_text` read at all (`settings.max_message_chars`).
@@ -207,7 +207,10 @@ def understand(text: str, *, at: str | float | None = None, reply_text: str | No
     else:
         start = None
     own = _read(text or "", extra, extra_hosts)
-    reply = _read(reply_text, (), extra_hosts) if reply_text is not None and own.source is None else None
+    # The message it answers counts only when this one has no link at all: a refused link of its own (a
+    # playlist, another host) is what the user meant, and the refusal says what to do about it.
+    answered = reply_text is not None and own.source is None and own.refusal is None
+    reply = _read(reply_text, (), extra_hosts) if answered else None
     source = own.source or (reply.source if reply else None)
     if start is None:
         start = _typed_time(own.rest, source)
