@@ -92,7 +92,10 @@ def list_page(page: Page, settings: Settings, *, max_entries: int | None = None)
             timer.cancel()
         bytes_read = egress.bytes_read
     entries = (info or {}).get("entries")
-    raw = list(entries) if entries is not None else [info] if info else []
+    if entries is not None:
+        raw = list(entries)
+    else:                                        # a page with one track on it: that page is the track's link
+        raw = [{**info, "url": info.get("webpage_url") or info.get("url")}] if info else []
     tracks: list[Listed] = []
     refused: list[str] = []
     for entry in raw[:limit]:
@@ -125,7 +128,9 @@ def _track(entry: Any, extra_hosts: tuple[str, ...]) -> tuple[Listed | None, str
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and value == value and 0 <= value < 1e9 else None
+    """A finite, non-negative number (seconds of audio, or a Unix time) or None."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e11
+    return float(value) if ok else None
 
 
 def _uploaded(entry: dict[str, Any]) -> float | None:
