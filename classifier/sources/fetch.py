@@ -8,6 +8,9 @@ yt-dlp and ffmpeg follow by themselves and the ffmpeg subprocess that yt-dlp run
     yt-dlp (extractor pages, APIs) --+
                                      +--> Egress: host allowlist, byte cap, bytes counted --> site
     ffmpeg (-ss ... -t ..., ranges) -+        (or settings.fetch_proxy_url, for platform hosts)
+
+(A little over 400 lines: one yt-dlp job, its limits, its files and the async front that runs it are one idea;
+window planning and share-link redirects live in windows.py and redirects.py.)
 """
 
 from __future__ import annotations
