@@ -4,7 +4,10 @@
     ├── BadSource                 bad_source      400   not a link we understand
     │   ├── NotAllowed            not_allowed     400   a host outside the allowlist
     │   ├── MissingFile           no_such_file    400   a local path that does not exist
-    │   └── PlaylistRefused       playlist        400   a playlist / set without one track
+    │   ├── PlaylistRefused       playlist        400   a playlist / set without one track
+    │   ├── BadTime               bad_time        400   a time that cannot be read ("1:99")
+    │   │   └── TwoTimes          two_times       400   two different times typed in one message
+    │   └── TextTooLong           text_too_long   400   a message or link longer than the parser reads
     ├── FetchFailed               fetch_failed    502   the platform would not give us the audio
     │   ├── Private               private         422
     │   ├── Removed               removed         422
@@ -37,7 +40,8 @@ Library errors are wrapped at the edge (`raise Undecodable(...) from exc`); one 
 from __future__ import annotations
 
 __all__ = [
-    "SpyError", "BadSource", "NotAllowed", "MissingFile", "PlaylistRefused", "FetchFailed", "Private", "Removed",
+    "SpyError", "BadSource", "NotAllowed", "MissingFile", "PlaylistRefused", "BadTime", "TwoTimes", "TextTooLong",
+    "FetchFailed", "Private", "Removed",
     "AgeRestricted", "GeoBlocked", "LiveStream", "BotCheck", "MediaTooLong", "DownloadTooLarge",
     "FetchTimeout", "BadAudio", "Undecodable", "TooShort", "AudioTooLong", "Silent", "NoModel",
     "EnrolError", "Busy", "Unauthorized", "BadRequest", "BodyTooLarge", "UnsupportedMedia", "DeadlineExceeded",
@@ -80,6 +84,33 @@ class PlaylistRefused(BadSource):
     code = "playlist"
     default_message = ("That is a playlist or a set. Open the single track you mean and paste its link "
                        "(add ?t=1h02m03s for a moment in a long mix).")
+
+
+class BadTime(BadSource):
+    code = "bad_time"
+    default_message = "I could not read that time. Write it like 1:02:03, 62:03 or 1h2m3s."
+
+
+class TwoTimes(BadTime):
+    """Two different times in one message: the front end asks which one (`times_s`, in the order typed;
+    `source` is the link understood, without a start, so a reply can offer one button per time)."""
+
+    code = "two_times"
+    default_message = "You wrote two different times. Which one do you mean? Send the link again with just one."
+
+    def __init__(self, message: str | None = None, *, times_s: tuple[float, ...] = (), source: object = None,
+                 detail: str | None = None) -> None:
+        super().__init__(message, detail=detail)
+        self.times_s = times_s
+        self.source = source
+
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "times_s": list(self.times_s)}
+
+
+class TextTooLong(BadSource):
+    code = "text_too_long"
+    default_message = "That message is too long for me to read. Send just the link (and a time, if you like)."
 
 
 class FetchFailed(SpyError):

@@ -121,6 +121,21 @@ class Settings:
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
 
+    # --- links & artist pages ---
+    max_message_chars: int = 8192
+    """Longest chat message or command text the link parser reads; longer is refused before any parsing."""
+    js_runtime_path: str = ""
+    """The Deno binary (or its folder) yt-dlp runs YouTube's JavaScript challenge solver with.
+    Empty: the one the `deno` package installed next to Python. Env: SPY_JS_RUNTIME_PATH."""
+    enrol_page_limit: int = 20
+    """Tracks `spy enrol ARTIST PAGE` enrols from an artist page, newest first, when --limit is not given."""
+    enrol_windows: int = 3
+    """Windows fetched from each track of an artist page, spread over the track (not the whole file)."""
+    enrol_window_seconds: float = 30.0
+    """Length of each of those windows."""
+    enrol_page_max_entries: int = 500
+    """Most entries listed from one artist page (the listing is sorted newest first before --limit applies)."""
+
 
 _ENV_PREFIX = "SPY_"
 # Variables the issues name without our prefix (shared with other tools and with docker compose).

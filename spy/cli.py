@@ -3,11 +3,12 @@
     spy demo                          generate a library offline, enrol, train, identify a held-out track
     spy genre SOURCE [--at T] [--json]
     spy identify SOURCE [--at T] [--json]
-    spy enrol ARTIST SOURCE... | spy enrol --manifest FILE.csv
+    spy link TEXT... [--json]         what the bot understands from message texts (no fetching)
+    spy enrol ARTIST SOURCE_OR_PAGE... [--limit N] [--dry-run] | spy enrol --manifest FILE.csv
     spy artists | spy forget ARTIST|TRACK | spy train [--arch head|seedcnn]
     spy eval --manifest FILE.csv [--query-seconds 30] [--json]
     spy corrections | spy history export PLATFORM CHAT
-    spy serve | spy bot | spy export
+    spy serve | spy bot | spy export | spy about
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Callable, Sequence
 
 from classifier import errors, logs
 from classifier.settings import Settings, load_settings
-from spy import chats, enrolling, library, query, services
+from spy import about, chats, enrolling, library, link, query, services
 
 __all__ = ["main", "build_parser"]
 
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
 
-    for module in (query, enrolling, library, chats, services):
+    for module in (query, link, enrolling, library, chats, services, about):
         module.register(sub)
     return p
 

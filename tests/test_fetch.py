@@ -102,17 +102,19 @@ def test_a_time_past_the_end_is_refused() -> None:
 
 # --- the yt-dlp call --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("source, extractor", [
-    (Source("youtube", "https://www.youtube.com/watch?v=dQw4w9WgXcQ", 3723.0), "youtube"),
-    (Source("soundcloud", "https://soundcloud.com/artist/track", 3723.0), "soundcloud"),
-    (Source("extra", "http://127.0.0.1:8765/set.mp3", None), "generic"),
+@pytest.mark.parametrize("source, extractors, ie_keys", [
+    (Source("youtube", "https://www.youtube.com/watch?v=dQw4w9WgXcQ", 3723.0), ["youtube", "youtube:clip"],
+     ["Youtube", "YoutubeClip"]),
+    (Source("soundcloud", "https://soundcloud.com/artist/track", 3723.0), ["soundcloud"], ["Soundcloud"]),
+    (Source("extra", "http://127.0.0.1:8765/set.mp3", None), ["generic"], ["Generic"]),
 ])
-def test_ydl_options_are_locked_down(source: Source, extractor: str, tmp_path: Path) -> None:
+def test_ydl_options_are_locked_down(source: Source, extractors: list[str], ie_keys: list[str],
+                                     tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data")
     job = fetch._Job(source, settings, 30.0, time.monotonic() + 60, threading.Event(),
                      egress=None)  # type: ignore[arg-type]
     opts = ydl_options(source, settings, tmp_path, proxy="http://127.0.0.1:1", job=job)
-    assert opts["allowed_extractors"] == [extractor]
+    assert opts["allowed_extractors"] == extractors
     assert opts["noplaylist"] is True and opts["extract_flat"] == "in_playlist"
     assert opts["format"] == "bestaudio/best"
     assert opts["outtmpl"] == {"default": "window.%(ext)s"}
@@ -125,10 +127,12 @@ def test_ydl_options_are_locked_down(source: Source, extractor: str, tmp_path: P
     assert opts["postprocessors"] == [] and opts["fixup"] == "never"
     assert not {"cookiesfrombrowser", "exec_cmd", "external_downloader", "netrc_cmd", "username"} & opts.keys()
     assert Path(opts["cachedir"]).is_relative_to(settings.data_dir)
-    # yt-dlp accepts them, and loads exactly the one extractor
+    # YouTube's challenge solver: the installed runtime by path, never a script fetched from npm or GitHub
+    assert opts["remote_components"] == []
+    assert Path(opts["js_runtimes"]["deno"]["path"]).is_file()
+    # yt-dlp accepts them, and loads exactly those extractors
     with yt_dlp.YoutubeDL(opts) as ydl:
-        assert list(ydl._ies) == [yt_dlp.extractor.get_info_extractor(
-            {"youtube": "Youtube", "soundcloud": "Soundcloud", "generic": "Generic"}[extractor]).ie_key()]
+        assert list(ydl._ies) == ie_keys
 
 
 @pytest.fixture
@@ -147,12 +151,14 @@ def ydl_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict[str, Any], str
 
 @pytest.mark.parametrize("text, url, extractor, first_hop", [
     ("spy identify https://youtu.be/dQw4w9WgXcQ?t=1h2m3s", "https://www.youtube.com/watch?v=dQw4w9WgXcQ",
-     "youtube", "www.youtube.com:443"),
+     ["youtube", "youtube:clip"], "www.youtube.com:443"),
     ("spy identify https://soundcloud.com/artist/track#t=1:02:03", "https://soundcloud.com/artist/track",
-     "soundcloud", "soundcloud.com:443"),
+     ["soundcloud"], "soundcloud.com:443"),
+    ("who is this at 1:02:03? https://api.soundcloud.com/tracks/123998367?secret_token=s-8Pjrp",
+     "https://api.soundcloud.com/tracks/123998367?secret_token=s-8Pjrp", ["soundcloud"], "soundcloud.com:443"),
 ])
 def test_platform_links_take_the_right_path_and_die_at_the_proxy(
-        text: str, url: str, extractor: str, first_hop: str, settings: Settings, tmp_path: Path,
+        text: str, url: str, extractor: list[str], first_hop: str, settings: Settings, tmp_path: Path,
         refusing_proxy: RefusingProxy, media_host: MediaHost, ydl_calls: list) -> None:
     source = find_source(text)
     assert source.start_s == 3723.0
@@ -160,7 +166,7 @@ def test_platform_links_take_the_right_path_and_die_at_the_proxy(
         fetch_window(source, settings, tmp_path)
     assert type(caught.value) is errors.FetchFailed           # a network failure, not a misread refusal
     [(params, asked)] = ydl_calls
-    assert asked == url and params["allowed_extractors"] == [extractor]
+    assert asked == url and params["allowed_extractors"] == extractor
     assert refusing_proxy.hosts and refusing_proxy.hosts[0] == first_hop
     assert all(egress_allowed(source.platform, *split_host_port(h)) for h in refusing_proxy.hosts)
     assert media_host.requests == []

@@ -54,8 +54,8 @@ def settings(tmp_path: Path, media_host: MediaHost, refusing_proxy: RefusingProx
     ("https://youtu.be/dQw4w9", "bad_source", "That YouTube link looks cut off"),
     ("https://soundcloud.com/discover", "bad_source", "That SoundCloud link is not a track"),
     ("https://on.soundcloud.com/", "bad_source", "That SoundCloud share link looks cut off"),
-    (f"https://youtu.be/{ID}?t=soon", "bad_source", "I could not read the time \u201csoon\u201d"),
-    ("https://soundcloud.com/a/b#t=1:75", "bad_source", "I could not read the time \u201c1:75\u201d"),
+    (f"https://youtu.be/{ID}?t=soon", "bad_time", "I could not read the time \u201csoon\u201d"),
+    ("https://soundcloud.com/a/b#t=1:75", "bad_time", "I could not read the time \u201c1:75\u201d"),
 ])
 def test_rejected_links(text: str, code: str, says: str, refusing_proxy: RefusingProxy) -> None:
     with pytest.raises(errors.BadSource) as caught:
@@ -75,7 +75,7 @@ def test_rejected_times_given_separately(at: str | float) -> None:
 def test_parse_time_refuses_garbage_with_a_friendly_sentence(text: str) -> None:
     with pytest.raises(errors.BadSource) as caught:
         parse_time(text)
-    assert caught.value.code == "bad_source" and "Write it like 1:02:03, 62:03 or 1h2m3s." in caught.value.user_message
+    assert caught.value.code == "bad_time" and "Write it like 1:02:03, 62:03 or 1h2m3s." in caught.value.user_message
 
 
 # --- fetches: refused at our edge, never at the network -----------------------------------------------------

@@ -126,7 +126,7 @@ async def test_a_huge_link_request_is_413(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("params, code, says", [
-    ({"at": "soon"}, "bad_source", "could not read the time"),
+    ({"at": "soon"}, "bad_time", "could not read the time"),
     ({"seconds": "0"}, "bad_request", '"seconds"'),
     ({"seconds": "nan"}, "bad_request", '"seconds"'),
 ])
@@ -202,7 +202,7 @@ async def test_links_off_the_allowlist_are_refused_before_any_fetch(client: Test
 
 async def test_a_bad_time_on_a_link_is_400(client: TestClient) -> None:
     resp = await client.post("/v1/genre", json={"url": "https://youtu.be/dQw4w9WgXcQ", "at": "yesterday"}, headers=AUTH)
-    await expect(resp, 400, "bad_source", "could not read the time")
+    await expect(resp, 400, "bad_time", "could not read the time")
 
 
 # --- backpressure, deadline, readiness ------------------------------------------------------------------------------

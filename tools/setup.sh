@@ -43,4 +43,12 @@ fi
 # The pretrained checkpoints ship inside musicnn's wheel. Its declared pins (numpy<1.17, TF 1.x) must not
 # be resolved: we use only its checkpoint files, never its code.
 .venv/bin/python -m pip install -q --no-deps musicnn==0.1.0
-echo "setup: ready ($(.venv/bin/python --version), ffmpeg $(ffmpeg -version | head -1 | cut -d' ' -f3))"
+# YouTube's JavaScript challenges: the Deno runtime (the `deno` wheel) and the solver scripts (yt-dlp's
+# `default` extra) came with the package; check that yt-dlp can run them, so a broken install shows here.
+if ! .venv/bin/spy about >/dev/null 2>&1; then
+    .venv/bin/spy about >&2 || true
+    echo "setup: yt-dlp's JavaScript runtime or ffmpeg is not usable (see above); YouTube links would fail." >&2
+    exit 1
+fi
+echo "setup: ready ($(.venv/bin/python --version), ffmpeg $(ffmpeg -version | head -1 | cut -d' ' -f3);" \
+     "$(.venv/bin/spy about | sed -n 2p))"

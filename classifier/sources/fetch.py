@@ -8,6 +8,9 @@ yt-dlp and ffmpeg follow by themselves and the ffmpeg subprocess that yt-dlp run
     yt-dlp (extractor pages, APIs) --+
                                      +--> Egress: host allowlist, byte cap, bytes counted --> site
     ffmpeg (-ss ... -t ..., ranges) -+        (or settings.fetch_proxy_url, for platform hosts)
+
+(A little over 400 lines: one yt-dlp job, its limits, its files and the async front that runs it are one idea;
+window planning and share-link redirects live in windows.py and redirects.py.)
 """
 
 from __future__ import annotations
@@ -19,15 +22,14 @@ import logging
 import math
 import re
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import yt_dlp
 import yt_dlp.utils
@@ -35,27 +37,29 @@ import yt_dlp.utils
 from classifier import errors
 from classifier.settings import Settings
 from classifier.sources.egress import Egress
-from classifier.sources.links import (
+from classifier.sources.jsruntime import ydl_js_options
+from classifier.sources.platforms import (
     SOUNDCLOUD_HOSTS,
     SOUNDCLOUD_SHORT_HOST,
     YOUTUBE_HOSTS,
     Source,
     egress_allowed,
-    find_source,
-    format_time,
     is_allowed_url,
 )
+from classifier.sources.redirects import resolve_redirects, resolve_share_link
+from classifier.sources.timecodes import format_time
+from classifier.sources.windows import LONG_SET_S, choose_window, spread_windows
 
-__all__ = ["Fetched", "fetch_window", "Fetcher", "choose_window", "ydl_options", "classify_error",
-           "resolve_redirects"]
+__all__ = ["Fetched", "fetch_window", "fetch_spread", "Fetcher", "ydl_options", "base_options", "classify_error",
+           "YdlLog", "proxy_address", "open_egress",
+           # re-exported from windows.py and redirects.py, where they moved
+           "choose_window", "spread_windows", "LONG_SET_S", "resolve_redirects"]
 
 log = logging.getLogger(__name__)
 
-# Tracks rarely run past 15 minutes and mixes rarely stay under 20: longer media is treated as a set, where
-# the middle is an arbitrary moment, so we listen to its start and say how to pick a moment instead.
-LONG_SET_S = 20 * 60.0
 _GRACE_S = 5.0            # how long an abandoned job's thread gets to stop before its folder is removed anyway
-_EXTRACTOR = {"youtube": "youtube", "soundcloud": "soundcloud", "extra": "generic"}
+# yt-dlp extractors per platform: YouTube's clip links have their own (it finds the clip's video and span).
+_EXTRACTORS = {"youtube": ["youtube", "youtube:clip"], "soundcloud": ["soundcloud"], "extra": ["generic"]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,42 +73,7 @@ class Fetched:
     title: str | None
     bytes_read: int                  # bytes read from the network for this job, pages and API calls included
     hint: str | None                 # e.g. how to add a timestamp to a long set's link
-
-
-# --- choosing the window -----------------------------------------------------------------------------
-
-def choose_window(start_s: float | None, window_s: float, media_s: float | None,
-                  platform: str = "youtube") -> tuple[float, float, str | None]:
-    """Where to listen: `(start_s, duration_s, hint)`.
-
-    The asked-for time, moved back if the window would run past the end; with no time, the middle of a
-    track, or the start of a set longer than `LONG_SET_S` plus a hint; with no time and no known length,
-    the start. Raises `errors.BadSource` for a time past the end.
-    """
-    if media_s is not None and (not math.isfinite(media_s) or media_s <= 0):
-        media_s = None
-    hint = None
-    if start_s is not None:
-        if media_s is not None and start_s >= media_s:
-            raise errors.BadSource(f"That link asks for {format_time(start_s)}, but the recording is only "
-                                   f"{format_time(media_s)} long.")
-        start = start_s if media_s is None else max(0.0, min(start_s, media_s - window_s))
-    elif media_s is None:
-        start = 0.0
-    elif media_s > LONG_SET_S:
-        start = 0.0
-        how = "?t=1h02m03s" if platform == "youtube" else "#t=1:02:03"
-        hint = (f"This is a {_long(media_s)} set, so I listened to its start: add {how} to the link "
-                f"for a specific moment.")
-    else:
-        start = max(0.0, media_s / 2 - window_s / 2)
-    duration = window_s if media_s is None else min(window_s, media_s - start)
-    return start, duration, hint
-
-
-def _long(seconds: float) -> str:
-    hours = seconds / 3600
-    return f"{hours:.0f}-hour" if hours >= 1.5 else f"{seconds / 60:.0f}-minute"
+    windows: tuple[tuple[float, float], ...] = ()   # (start_s, duration_s) of each window in `path`, in order
 
 
 # --- errors ------------------------------------------------------------------------------------------
@@ -143,7 +112,7 @@ class _Stop(yt_dlp.utils.DownloadCancelled):
 
 # --- yt-dlp --------------------------------------------------------------------------------------
 
-class _YdlLog:
+class YdlLog:
     """yt-dlp's logger interface, routed into ours. Its errors become our exceptions, so they log at DEBUG."""
 
     def debug(self, msg: str) -> None:
@@ -160,9 +129,12 @@ class _Job:
     """One fetch's state, shared by yt-dlp's callbacks, the watchdog thread and `fetch_window`."""
 
     def __init__(self, source: Source, settings: Settings, window_s: float, deadline: float,
-                 cancel: threading.Event, egress: "Egress") -> None:
+                 cancel: threading.Event, egress: "Egress", *, spread: int = 0,
+                 duration_hint_s: float | None = None) -> None:
         self.source, self.settings, self.window_s = source, settings, window_s
+        self.spread, self.duration_hint_s = spread, duration_hint_s
         self.plan: tuple[float, float, str | None] | None = None
+        self.spans: list[tuple[float, float]] = []
         self.refusal: errors.SpyError | None = None
         self.expired = False
         self._deadline, self._cancel, self._egress = deadline, cancel, egress
@@ -184,12 +156,17 @@ class _Job:
         return self.refusal.code
 
     def ranges(self, info: dict[str, Any], ydl: Any) -> list[dict[str, float]]:
-        """download_ranges: the one window to download, chosen once the media's length is known."""
+        """download_ranges: the window(s) to download, chosen once the media's length is known."""
+        if self.spread:
+            self.spans = spread_windows(self.spread, self.window_s, _float(info.get("duration")) or self.duration_hint_s)
+            self.plan = (self.spans[0][0], sum(d for _, d in self.spans), None)
+            return [{"start_time": a, "end_time": a + d, "index": i} for i, (a, d) in enumerate(self.spans, 1)]
         try:
             self.plan = choose_window(self.source.start_s, self.window_s, info.get("duration"), self.source.platform)
         except errors.SpyError as exc:
             raise _Stop(exc) from None
         start, duration, _ = self.plan
+        self.spans = [(start, duration)]
         return [{"start_time": start, "end_time": start + duration}]
 
     def progress(self, status: dict[str, Any]) -> None:
@@ -228,17 +205,45 @@ class _Job:
         return classify_error(str(exc))
 
 
+def base_options(settings: Settings, *, proxy: str) -> dict[str, Any]:
+    """yt-dlp parameters every job shares (fetching a window, listing a page): through our proxy, quiet,
+    no cookies, netrc or file:// URLs, no files beside the ones asked for, few retries."""
+    io_timeout_s = min(30.0, settings.fetch_timeout_s)
+    return {
+        "proxy": proxy,
+        "logger": YdlLog(),
+        "quiet": True,
+        "noprogress": True,
+        "color": {"stdout": "no_color", "stderr": "no_color"},
+        "cookiefile": None,
+        "usenetrc": False,
+        "enable_file_urls": False,
+        "postprocessors": [],
+        "writethumbnail": False,
+        "writeinfojson": False,
+        "writesubtitles": False,
+        "socket_timeout": io_timeout_s,
+        "retries": 1,
+        "extractor_retries": 1,
+        # YouTube player code and SoundCloud client ids are worth caching between jobs; keep them in our folder.
+        "cachedir": str(settings.data_dir / "cache" / "yt-dlp"),
+        # YouTube's JavaScript challenges: the installed runtime by path, no solver downloaded at run time.
+        **ydl_js_options(settings.js_runtime_path),
+    }
+
+
 def ydl_options(source: Source, settings: Settings, workdir: Path, *, proxy: str, job: _Job) -> dict[str, Any]:
     """The yt-dlp parameters for one job: one extractor, one track, one window, nothing written elsewhere."""
     io_timeout_s = min(30.0, settings.fetch_timeout_s)
     return {
-        "allowed_extractors": [_EXTRACTOR[source.platform]],   # generic only ever for operator-added hosts
+        **base_options(settings, proxy=proxy),
+        "allowed_extractors": _EXTRACTORS[source.platform],    # generic only ever for operator-added hosts
         "noplaylist": True,
         "extract_flat": "in_playlist",       # a playlist that slips through is listed, never expanded
         "format": "bestaudio/best",
-        "outtmpl": {"default": "window.%(ext)s"},
+        # several windows (enrolment) are one file each, numbered in order, joined afterwards
+        "outtmpl": {"default": "window-%(section_number)s.%(ext)s" if job.spread else "window.%(ext)s"},
         "paths": {"home": str(workdir), "temp": str(workdir)},
-        "proxy": proxy,
         "download_ranges": job.ranges,
         "force_keyframes_at_cuts": False,    # no re-encode: a few ms of slack at the cut costs nothing here
         # Input options for the ffmpeg that downloads sections: fastseek lets MP3 seek by bitrate/TOC instead
@@ -247,26 +252,10 @@ def ydl_options(source: Source, settings: Settings, workdir: Path, *, proxy: str
                                                   "-rw_timeout", str(int(io_timeout_s * 1e6))]},
         "match_filter": job.check,
         "progress_hooks": [job.progress],
-        "logger": _YdlLog(),
-        "quiet": True,
-        "noprogress": True,
-        "color": {"stdout": "no_color", "stderr": "no_color"},
-        "cookiefile": None,
-        "usenetrc": False,
-        "enable_file_urls": False,
-        "postprocessors": [],
         "fixup": "never",
         "overwrites": True,
         "updatetime": False,
-        "writethumbnail": False,
-        "writeinfojson": False,
-        "writesubtitles": False,
-        "socket_timeout": io_timeout_s,
-        "retries": 1,
         "fragment_retries": 1,
-        "extractor_retries": 1,
-        # YouTube player code and SoundCloud client ids are worth caching between jobs; keep them in our folder.
-        "cachedir": str(settings.data_dir / "cache" / "yt-dlp"),
     }
 
 
@@ -285,25 +274,38 @@ def fetch_window(source: Source, settings: Settings, workdir: Path, *, window_s:
     ------
     errors.NotAllowed, errors.PlaylistRefused, errors.BadSource, errors.FetchFailed and its subclasses.
     """
+    window_s = settings.fetch_window_seconds if window_s is None else float(window_s)
+    return _fetch(source, settings, workdir, window_s=window_s, cancel=cancel)
+
+
+def fetch_spread(source: Source, settings: Settings, workdir: Path, *, count: int, window_s: float,
+                 duration_hint_s: float | None = None, cancel: threading.Event | None = None) -> Fetched:
+    """Download `count` windows of `window_s` spread over the track (`spread_windows`), joined into one WAV
+    file in `workdir`: enrolment hears a track's parts without downloading all of it (blocking).
+
+    `duration_hint_s` is the track's length when yt-dlp cannot tell (a bare media URL), e.g. from a listing.
+    `Fetched.windows` says where each part came from. Raises as `fetch_window`.
+    """
+    return _fetch(source, settings, workdir, window_s=float(window_s), cancel=cancel, spread=max(1, count),
+                  duration_hint_s=duration_hint_s)
+
+
+def _fetch(source: Source, settings: Settings, workdir: Path, *, window_s: float, cancel: threading.Event | None,
+           spread: int = 0, duration_hint_s: float | None = None) -> Fetched:
     extra_hosts = settings.fetch_extra_hosts
     if not is_allowed_url(source.url, extra_hosts) or source.platform != _platform_of(source.host):
         raise errors.NotAllowed(detail=f"host {source.host}")
     if shutil.which("ffmpeg") is None:      # without it yt-dlp would silently download the whole file
         raise errors.FetchFailed(detail="ffmpeg not found on PATH")
-    window_s = settings.fetch_window_seconds if window_s is None else float(window_s)
     started = time.monotonic()
-    with Egress(
-        permit=lambda host, port: egress_allowed(source.platform, host, port, extra_hosts),
-        upstream=None if source.platform == "extra" else _proxy_address(settings.fetch_proxy_url),
-        max_bytes=settings.max_fetch_bytes,
-        io_timeout_s=min(30.0, settings.fetch_timeout_s),
-    ) as egress:
-        job = _Job(source, settings, window_s, started + settings.fetch_timeout_s, cancel or threading.Event(), egress)
+    with open_egress(source.platform, settings) as egress:
+        job = _Job(source, settings, window_s, started + settings.fetch_timeout_s, cancel or threading.Event(), egress,
+                   spread=spread, duration_hint_s=duration_hint_s)
         with job.watched():
             try:
                 url = source.url
                 if source.host == SOUNDCLOUD_SHORT_HOST:
-                    url = _resolve_share_link(url, egress.url, extra_hosts, settings.fetch_timeout_s)
+                    url = resolve_share_link(url, egress.url, extra_hosts, settings.fetch_timeout_s)
                 with yt_dlp.YoutubeDL(ydl_options(source, settings, workdir, proxy=egress.url, job=job)) as ydl:
                     info = ydl.extract_info(url, download=True)
             except _Stop as stop:
@@ -322,12 +324,12 @@ def fetch_window(source: Source, settings: Settings, workdir: Path, *, window_s:
         raise errors.PlaylistRefused(detail="extractor returned a playlist")
     if job.plan is None:
         raise errors.FetchFailed(detail="yt-dlp did not ask for a window")
-    path = _output(info, workdir)
+    path = _joined(workdir, len(job.spans), settings.decode_timeout_s) if spread else _output(info, workdir)
     start, duration, hint = job.plan
-    log.info("fetched %s %s: %.0f s from %s, %d bytes read in %.2f s", source.platform, source.host, duration,
-             format_time(start), bytes_read, time.monotonic() - started)
+    log.info("fetched %s %s: %.0f s from %s in %d window(s), %d bytes read in %.2f s", source.platform,
+             source.host, duration, format_time(start), len(job.spans), bytes_read, time.monotonic() - started)
     return Fetched(path=path, start_s=start, duration_s=duration, media_duration_s=_float(info.get("duration")),
-                   title=info.get("title"), bytes_read=bytes_read, hint=hint)
+                   title=info.get("title"), bytes_read=bytes_read, hint=hint, windows=tuple(job.spans))
 
 
 def _platform_of(host: str) -> str:
@@ -347,58 +349,47 @@ def _output(info: dict[str, Any], workdir: Path) -> Path:
     raise errors.FetchFailed(detail="yt-dlp finished without an audio file")
 
 
-def _proxy_address(url: str) -> tuple[str, int] | None:
+def _joined(workdir: Path, count: int, timeout_s: float) -> Path:
+    """The numbered window files yt-dlp wrote, decoded and joined in order into `windows.wav` (mono)."""
+    parts = []
+    for number in range(1, count + 1):
+        found = [p for p in workdir.glob(f"window-{number}.*")
+                 if p.suffix not in (".part", ".ytdl") and p.is_file() and p.stat().st_size > 0]
+        if not found:
+            raise errors.FetchFailed(detail=f"window {number} of {count} was not downloaded")
+        parts.append(found[0])
+    out = workdir / "windows.wav"
+    inputs = [arg for part in parts for arg in ("-i", str(part))]
+    graph = "".join(f"[{i}:a:0]" for i in range(len(parts))) + f"concat=n={len(parts)}:v=0:a=1[out]"
+    try:
+        subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *inputs,
+                        "-filter_complex", graph, "-map", "[out]", "-ac", "1", str(out)],
+                       check=True, capture_output=True, timeout=timeout_s)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+        raise errors.FetchFailed(detail=f"joining {len(parts)} windows failed: {exc}") from exc
+    for part in parts:
+        part.unlink(missing_ok=True)
+    return out
+
+
+def open_egress(platform: str, settings: Settings) -> Egress:
+    """The per-job loopback proxy for a `platform`'s job: its hosts only, the byte cap, the upstream proxy."""
+    extra_hosts = settings.fetch_extra_hosts
+    return Egress(
+        permit=lambda host, port: egress_allowed(platform, host, port, extra_hosts),
+        upstream=None if platform == "extra" else proxy_address(settings.fetch_proxy_url),
+        max_bytes=settings.max_fetch_bytes,
+        io_timeout_s=min(30.0, settings.fetch_timeout_s),
+    )
+
+
+def proxy_address(url: str) -> tuple[str, int] | None:
     if not url:
         return None
     parts = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
     if parts.scheme != "http" or not parts.hostname:
         raise errors.FetchFailed(detail=f"fetch_proxy_url must be http://host:port, got scheme {parts.scheme!r}")
     return parts.hostname, parts.port or 80
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None                         # hand every 3xx back to resolve_redirects, which checks each hop
-
-
-def resolve_redirects(url: str, *, proxy_url: str, allowed: Callable[[str], bool], done: Callable[[str], bool],
-                      timeout_s: float, max_hops: int = 5) -> str:
-    """Follow redirects from `url` until `done(url)`, refusing (`errors.NotAllowed`) any hop not `allowed`."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy_url, "https": proxy_url}),
-                                         _NoRedirect())
-    for _ in range(max_hops):
-        if done(url):
-            return url
-        request = urllib.request.Request(url)          # a 3xx body is tiny; the final page is never requested
-        try:
-            with opener.open(request, timeout=timeout_s) as response:
-                final = response.url
-            if final == url:
-                raise errors.FetchFailed(detail="share link did not redirect")
-            url = final
-        except urllib.error.HTTPError as exc:
-            with exc:
-                location = exc.headers.get("Location")
-                if exc.code not in (301, 302, 303, 307, 308) or not location:
-                    raise (errors.Removed if exc.code in (404, 410) else errors.FetchFailed)(
-                        detail=f"share link answered HTTP {exc.code}") from None
-            url = urllib.parse.urljoin(url, location)
-        if not allowed(url):
-            raise errors.NotAllowed(detail=f"redirect to {urllib.parse.urlsplit(url).hostname}")
-    if done(url):
-        return url
-    raise errors.FetchFailed(detail="too many redirects")
-
-
-def _resolve_share_link(url: str, proxy_url: str, extra_hosts: tuple[str, ...], timeout_s: float) -> str:
-    """`on.soundcloud.com/x` -> the track's canonical URL, every hop on an allowed host."""
-    final = resolve_redirects(url, proxy_url=proxy_url, allowed=lambda u: is_allowed_url(u, extra_hosts),
-                              done=lambda u: urllib.parse.urlsplit(u).hostname != SOUNDCLOUD_SHORT_HOST,
-                              timeout_s=min(timeout_s, 15.0))
-    source = find_source(final)             # raises PlaylistRefused for a set, BadSource for a profile
-    if source.platform != "soundcloud" or source.host == SOUNDCLOUD_SHORT_HOST:
-        raise errors.NotAllowed(detail=f"share link led to {source.host}")
-    return source.url
 
 
 # --- the async front ---------------------------------------------------------------------------------

@@ -1,347 +1,232 @@
-"""Parse links and timestamps out of chat text into a `Source`; the host allowlists live here too.
+"""Chat text -> a `Source`: the link in a message (or in the message it answers) and the time typed with it.
+
+`understand` is the one function every front end calls with what a user sent; `spy link` prints what it
+returns. The pieces: `timecodes` reads times, `platforms` turns one URL into a canonical `Source`; this
+module finds the URLs and the typed times in free text and decides which time wins.
 
 Pure functions only: nothing here touches the network. `fetch.py` resolves share links and downloads.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
-import urllib.parse
 from dataclasses import dataclass
+from typing import Iterable
 
 from classifier import errors
+from classifier.sources.platforms import (
+    MAX_URL_CHARS,
+    SOUNDCLOUD_HOSTS,
+    SOUNDCLOUD_SHORT_HOST,
+    YOUTUBE_HOSTS,
+    Page,
+    Source,
+    egress_allowed,
+    from_url,
+    is_allowed_url,
+    page_of,
+    split_host_port,
+    split_url,
+)
+from classifier.sources.timecodes import (
+    LONGEST_TIME_S,
+    bad_time,
+    find_times,
+    format_time,
+    parse_time,
+)
 
 __all__ = [
-    "Source", "parse_time", "format_time", "find_source", "is_allowed_url", "egress_allowed",
+    "understand", "find_source", "urls_in", "MAX_TEXT_CHARS",
+    # re-exported: the names front ends and fetch.py have always imported from here
+    "Source", "Page", "page_of", "from_url", "parse_time", "format_time", "is_allowed_url", "egress_allowed",
     "split_host_port", "YOUTUBE_HOSTS", "SOUNDCLOUD_HOSTS", "SOUNDCLOUD_SHORT_HOST",
 ]
 
-# Hosts whose links users may paste. Anything else is refused before a single connection is made.
-YOUTUBE_HOSTS = frozenset({
-    "youtube.com", "www.youtube.com", "m.youtube.com", "music.youtube.com", "youtu.be", "www.youtu.be",
-    "youtube-nocookie.com", "www.youtube-nocookie.com",
-})
-SOUNDCLOUD_SHORT_HOST = "on.soundcloud.com"
-SOUNDCLOUD_HOSTS = frozenset({"soundcloud.com", "www.soundcloud.com", "m.soundcloud.com", SOUNDCLOUD_SHORT_HOST})
+# Longest text read at all, checked before any parsing. Telegram's messages stop at 4,096 characters and
+# Discord's at 4,000; a longer one is a paste of something else. (`settings.max_message_chars` sets it.)
+MAX_TEXT_CHARS = 8192
 
-# Hosts yt-dlp and ffmpeg may *connect to* while fetching one platform's link: its pages, APIs and CDNs.
-# Matched as "equal or a subdomain of"; enforced at the network edge by the egress proxy (egress.py).
-_EGRESS_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "youtube": ("youtube.com", "youtu.be", "youtube-nocookie.com", "googlevideo.com", "ytimg.com",
-                "ggpht.com", "googleapis.com"),
-    "soundcloud": ("soundcloud.com", "sndcdn.com", "soundcloud.cloud"),
-}
-_WEB_PORTS = (None, 80, 443)
+# RFC 3986's characters, less `'` (people quote links with it). A link ends at anything else: a space, an
+# emoji, CJK or other Unicode punctuation (`youtu.be/ID。`), since browsers copy links percent-encoded.
+_URL_CHAR = r"[A-Za-z0-9\-._~:/?#\[\]@!$&()*+,;=%]"
+_CANDIDATE = re.compile(rf"""(?ix)
+      https?://{_URL_CHAR}+                                            # anything with a scheme (IPs, localhost)
+    | (?<![A-Za-z0-9@.-])(?:[a-z0-9](?:[a-z0-9-]{{0,61}}[a-z0-9])?\.)+[a-z]{{2,63}}  # or a bare domain ...
+      (?::\d{{1,5}})?(?:[/?#]{_URL_CHAR}*)?                            # ... with an optional port and path
+""")
+_TRAILING = ".,;:!?*~"
+# `[label](https://...)`: the target is the link (its label may be the same URL, or words).
+_MARKDOWN_LINK = re.compile(r"\[([^\[\]\n]{0,500})\]\((https?://[^\s()<>]{1,2048}(?:\([^\s()<>]{0,200}\))?)\)",
+                            re.I)
+# Discord's mentions, custom emoji and timestamps (`<@123>`, `<:name:123>`, `<t:1700000000:R>`) hold numbers
+# and colons that must not be read as times.
+_DISCORD_MARKUP = re.compile(r"<(?:@[!&]?|#|a?:\w{1,64}:|t:|/[\w -]{1,64}:)\d{1,20}(?::[tTdDfFR])?>")
+_COMMAND = re.compile(r"^\s*[/!][A-Za-z_]{1,32}(?:@\w{1,64})?(?=\s|$)")
 
-_YT_ID = re.compile(r"[0-9A-Za-z_-]{11}")
-_SC_SLUG = re.compile(r"[\w-]+")
-# First path segments on soundcloud.com that are pages, not artists.
-_SC_RESERVED = frozenset({
-    "discover", "stream", "search", "you", "charts", "upload", "stations", "messages", "settings", "pages",
-    "terms-of-use", "jobs", "mobile", "pro", "imprint", "notifications", "people", "feed", "signin", "logout",
-})
-# Second path segments that are lists of tracks rather than one track.
-_SC_LISTS = frozenset({
-    "sets", "tracks", "albums", "reposts", "likes", "popular-tracks", "followers", "following", "comments",
-    "spotlight", "playlists", "toptracks",
-})
 
-_LONGEST_TIME_S = 1e7  # ~115 days: anything longer is a typo, not a timestamp
+def urls_in(text: str, extra_hosts: tuple[str, ...] = ()) -> tuple[list[str], str]:
+    """URL-looking words in order (bare domains only with `www.`, a path, or a known host), and the text
+    with them taken out (where a typed time is looked for)."""
+    text = _DISCORD_MARKUP.sub(" ", text)
+    text = _MARKDOWN_LINK.sub(lambda m: f" {m.group(2)} {m.group(1)} ", text)
+    urls: list[str] = []
+    rest: list[str] = []
+    last = 0
+    for match in _CANDIDATE.finditer(text):
+        word = _trim(match.group(0), text[:match.start()])
+        if match.group(0).lower().startswith(("http://", "https://")):
+            urls.append(word)
+        else:
+            host = split_host_port(re.split(r"[/?#]", word, maxsplit=1)[0])[0]
+            if not (host in YOUTUBE_HOSTS or host in SOUNDCLOUD_HOSTS or host.startswith("www.")
+                    or re.search(r"[/?#]", word)):
+                continue
+            urls.append("https://" + word)
+        rest.append(text[last:match.start()])
+        last = match.start() + len(word)
+    rest.append(text[last:])
+    return urls, " ".join(rest)
 
-_TIME_HINT = "Write it like 1:02:03, 62:03 or 1h2m3s."
+
+def _trim(word: str, before: str) -> str:
+    """Drop what ends a sentence or closes a bracket around the link, never what belongs to it: `)` only
+    when unbalanced, `_` only when an `_` opened it (Markdown emphasis), since a slug or an id may end in `_`."""
+    emphasis = len(before) - len(before.rstrip("_"))
+    while word:
+        last = word[-1]
+        if last in _TRAILING or (last == ")" and word.count(")") > word.count("(")) or (
+                last == "]" and word.count("]") > word.count("[")):
+            word = word[:-1]
+        elif last == "_" and emphasis > 0:
+            word, emphasis = word[:-1], emphasis - 1
+        else:
+            break
+    return word
 
 
 @dataclass(frozen=True, slots=True)
-class Source:
-    """A link we can fetch: its platform, canonical URL (no timestamp) and the requested start."""
+class _Reading:
+    """One message read: its first usable link (or why none was), and its words without links."""
 
-    platform: str            # "youtube" | "soundcloud" | "extra" (operator-added host)
-    url: str                 # e.g. https://www.youtube.com/watch?v=ID
-    start_s: float | None    # requested start in seconds, None if none given
-
-    def with_start(self, start_s: float | None) -> "Source":
-        return dataclasses.replace(self, start_s=start_s)
-
-    @property
-    def host(self) -> str:
-        """The URL's host (for logs: never the full URL, which may carry a secret token)."""
-        return urllib.parse.urlsplit(self.url).hostname or ""
-
-    def display_url(self) -> str:
-        """The canonical URL with its timestamp in the platform's own form (YouTube `t=3723s`, else `#t=1:02:03`)."""
-        if self.start_s is None:
-            return self.url
-        if self.platform == "youtube":
-            sep = "&" if "?" in self.url else "?"
-            return f"{self.url}{sep}t={int(self.start_s)}s"
-        return f"{self.url}#t={format_time(self.start_s)}"
+    source: Source | None
+    refusal: errors.BadSource | None
+    rest: str
 
 
-# --- timestamps ----------------------------------------------------------------------------------
-
-_COLON = re.compile(r"(\d+):(\d{1,2})(?::(\d{1,2}))?(\.\d+)?")
-_UNIT_TOKEN = re.compile(r"(\d+(?:\.\d+)?)([hms]?)")
-_NEXT_UNIT = {"h": "m", "m": "s"}
-_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0}
-
-
-def _bad_time(text: str) -> errors.BadSource:
-    shown = text if len(text) <= 40 else text[:37] + "..."
-    return errors.BadSource(f"I could not read the time \u201c{shown}\u201d. {_TIME_HINT}")
-
-
-def parse_time(text: str) -> float:
-    """Seconds from any way people write a moment: `3723`, `1h2m3s`, `62m3s`, `1m30`, `1:02:03`, `62:03`.
-
-    A bare number after a unit takes the next smaller unit (`1m30` is 90 s, `1h30` is 90 min), because that
-    is what people mean (yt-dlp's own parser rejects `1m30`). Raises `errors.BadSource` on anything else.
-    """
-    raw = urllib.parse.unquote(str(text)).strip()
-    s = raw.lower().replace(" ", "")
-    if s.startswith("t="):
-        s = s[2:]
-    colon = _COLON.fullmatch(s)
-    if colon:
-        a, b, c, frac = colon.groups()
-        if c is None:                                   # m:ss (minutes may exceed 59: "62:03")
-            minutes, seconds, hours = int(a), int(b), 0
-        else:                                           # h:mm:ss
-            hours, minutes, seconds = int(a), int(b), int(c)
-            if minutes >= 60:
-                raise _bad_time(raw)
-        if seconds >= 60:
-            raise _bad_time(raw)
-        value = hours * 3600 + minutes * 60 + seconds + (float(frac) if frac else 0.0)
-    else:
-        value = _parse_units(s, raw)
-    if not math.isfinite(value) or value > _LONGEST_TIME_S:
-        raise _bad_time(raw)
-    return float(value)
-
-
-def _parse_units(s: str, raw: str) -> float:
-    tokens = _UNIT_TOKEN.findall(s)
-    if not tokens or "".join(n + u for n, u in tokens) != s:
-        raise _bad_time(raw)
-    total, last_unit = 0.0, ""
-    for i, (number, unit) in enumerate(tokens):
-        if not unit:
-            if i != len(tokens) - 1:
-                raise _bad_time(raw)
-            unit = _NEXT_UNIT.get(last_unit, "s")       # "1m30" -> 30 s, "1h30" -> 30 min
-        if last_unit and "hms".index(unit) <= "hms".index(last_unit):
-            raise _bad_time(raw)                        # units must go down: h, then m, then s
-        total += float(number) * _UNIT_S[unit]
-        last_unit = unit
-    return total
-
-
-def format_time(seconds: float) -> str:
-    """`1:02:03` above an hour, else `2:03`; fractions of a second are dropped."""
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"not a time: {seconds!r}")
-    hours, rest = divmod(int(seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-# --- hosts ---------------------------------------------------------------------------------------
-
-def split_host_port(entry: str) -> tuple[str, int | None]:
-    """`"127.0.0.1:8765"` -> `("127.0.0.1", 8765)`; `"[::1]:80"` -> `("::1", 80)`; `"example.org"` -> (host, None)."""
-    entry = entry.strip().lower()
-    if entry.startswith("["):
-        host, _, rest = entry[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
-    host, sep, port = entry.rpartition(":")
-    if sep and port.isdigit() and ":" not in host:
-        return host.rstrip("."), int(port)
-    return entry.rstrip("."), None
-
-
-def _default_port(scheme: str) -> int:
-    return 443 if scheme == "https" else 80
-
-
-def _is_extra(host: str, port: int | None, scheme: str, extra_hosts: tuple[str, ...]) -> bool:
-    port = port if port is not None else _default_port(scheme)
-    for entry in extra_hosts:
-        e_host, e_port = split_host_port(entry)
-        if e_host == host and (e_port if e_port is not None else _default_port(scheme)) == port:
-            return True
-    return False
-
-
-def _split(url: str) -> urllib.parse.SplitResult | None:
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018  (raises ValueError on a malformed port)
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    return parts
-
-
-def is_allowed_url(url: str, extra_hosts: tuple[str, ...] = ()) -> bool:
-    """True for an http(s) link to a YouTube or SoundCloud page host, or to an operator-added `host:port`."""
-    parts = _split(url)
-    if parts is None or "@" in parts.netloc:            # userinfo: `youtube.com@evil.example` tricks
-        return False
-    host = parts.hostname.rstrip(".")
-    if host in YOUTUBE_HOSTS or host in SOUNDCLOUD_HOSTS:
-        return parts.port in _WEB_PORTS
-    return _is_extra(host, parts.port, parts.scheme, extra_hosts)
-
-
-def egress_allowed(platform: str, host: str, port: int, extra_hosts: tuple[str, ...] = ()) -> bool:
-    """May a fetch of a `platform` link open a connection to `host:port`? (Used by the egress proxy, egress.py.)"""
-    host = host.lower().rstrip(".")
-    if platform == "extra":
-        for entry in extra_hosts:
-            e_host, e_port = split_host_port(entry)
-            if e_host == host and (port == e_port if e_port is not None else port in (80, 443)):
-                return True
-        return False
-    if port not in (80, 443):
-        return False
-    return any(host == s or host.endswith("." + s) for s in _EGRESS_SUFFIXES.get(platform, ()))
-
-
-# --- links in free text ----------------------------------------------------------------------------
-
-_CANDIDATE = re.compile(r"""(?ix)
-      https?://[^\s<>"'`|]+                                         # anything with a scheme (IPs, localhost)
-    | (?<![\w@.-])(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}  # or a bare domain ...
-      (?::\d{1,5})?(?:[/?#][^\s<>"'`|]*)?                           # ... with an optional port and path
-""")
-_TRAILING = ".,;:!?)]}>'\"\u2019\u201d\u00bb\u2026*_~"
-
-
-def _candidates(text: str, extra_hosts: tuple[str, ...]) -> list[str]:
-    """URL-looking words in order. Bare domains count only with `www.`, a path, or a known host."""
-    out = []
-    for match in _CANDIDATE.finditer(text):
-        word = match.group(0).rstrip(_TRAILING)
-        if word.lower().startswith(("http://", "https://")):
-            out.append(word)
-            continue
-        host = split_host_port(re.split(r"[/?#]", word, maxsplit=1)[0])[0]
-        has_path = bool(re.search(r"[/?#]", word))
-        if host in YOUTUBE_HOSTS or host in SOUNDCLOUD_HOSTS or host.startswith("www.") or has_path:
-            out.append("https://" + word)
-    return out
-
-
-def find_source(text: str, *, at: str | float | None = None, extra_hosts: tuple[str, ...] = ()) -> Source:
-    """The first supported link in `text` as a `Source`; `at` (a slash-command option, `--at`) overrides its time.
-
-    Raises
-    ------
-    errors.NotAllowed       links only to hosts outside the allowlist
-    errors.PlaylistRefused  a playlist, set, channel or profile instead of one track
-    errors.BadSource        no link at all, a platform page that is not a track, or an unreadable time
-    """
-    # A later good link wins over an earlier bad one; otherwise the most specific refusal is raised:
+def _read(text: str, extra_urls: Iterable[str], extra_hosts: tuple[str, ...]) -> _Reading:
+    urls, rest = urls_in(text, extra_hosts)
+    rest = _COMMAND.sub(" ", rest)
+    # A later good link wins over an earlier bad one; otherwise the most specific refusal is kept:
     # what is wrong with a platform link beats "wrong host", which beats "no link at all".
     platform_refusal: errors.BadSource | None = None
     host_refusal: errors.NotAllowed | None = None
-    source: Source | None = None
-    for url in _candidates(text, extra_hosts):
-        parts = _split(url)
-        if parts is None:
+    for url in [*urls, *extra_urls]:
+        if len(url) > MAX_URL_CHARS:
+            platform_refusal = platform_refusal or errors.TextTooLong(
+                f"That link is {len(url):,} characters long; a track link is much shorter. Copy it again "
+                "with the Share button.")
             continue
-        if not is_allowed_url(url, extra_hosts):
-            host_refusal = host_refusal or errors.NotAllowed(detail=f"host {parts.hostname}")
+        if split_url(url) is None:
             continue
         try:
-            source = _parse_allowed(parts, extra_hosts)
+            return _Reading(from_url(url, extra_hosts), None, rest)
+        except errors.NotAllowed as exc:
+            host_refusal = host_refusal or exc
         except errors.BadSource as exc:
             platform_refusal = platform_refusal or exc
-            continue
-        break
-    if source is None:
-        raise platform_refusal or host_refusal or errors.BadSource()
-    if at is not None:
-        source = source.with_start(_start_from_option(at))
-    return source
+    return _Reading(None, platform_refusal or host_refusal, rest)
 
 
-def _start_from_option(at: str | float) -> float:
+def _typed_time(rest: str, source: Source | None) -> float | None:
+    """The one time typed in a message's words, or None; two different ones raise `errors.TwoTimes`."""
+    mentions, alone = find_times(rest)
+    times: list[float] = []
+    for mention in mentions:
+        if (mention.clear or alone) and mention.seconds not in times:
+            times.append(mention.seconds)
+    if len(times) > 1:
+        shown = " and ".join(format_time(t) for t in times[:3])
+        raise errors.TwoTimes(f"You wrote two different times, {shown}. Which one do you mean? Send the link "
+                              "again with just that one.", times_s=tuple(times),
+                              source=None if source is None else source.with_start(None))
+    return times[0] if times else None
+
+
+def _explicit(at: str | float) -> float:
     if isinstance(at, str):
         return parse_time(at)
     value = float(at)
-    if not math.isfinite(value) or value < 0 or value > _LONGEST_TIME_S:
-        raise _bad_time(str(at))
+    if not math.isfinite(value) or value < 0 or value > LONGEST_TIME_S:
+        raise bad_time(str(at))
     return value
 
 
-def _parse_allowed(parts: urllib.parse.SplitResult, extra_hosts: tuple[str, ...]) -> Source:
-    host = parts.hostname.rstrip(".")
-    if host in YOUTUBE_HOSTS:
-        return _youtube(parts, host)
-    if host in SOUNDCLOUD_HOSTS:
-        return _soundcloud(parts, host)
-    url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path or "/", parts.query, ""))
-    return Source("extra", url, _time_from(parts, keys=("t",), query=False))
+def _check_length(text: str | None, max_chars: int, what: str) -> None:
+    if text is not None and len(text) > max_chars:
+        raise errors.TextTooLong(f"That {what} is {len(text):,} characters long; I read at most {max_chars:,}. "
+                                 "Send just the link (and a time, if you like).")
 
 
-def _time_from(parts: urllib.parse.SplitResult, *, keys: tuple[str, ...], query: bool = True) -> float | None:
-    """The first of `keys` in the query (if `query`), then in the fragment (`#t=1:02:03`, `#t=90`)."""
-    places = []
-    if query:
-        places.append(urllib.parse.parse_qs(parts.query, keep_blank_values=True))
-    places.append(urllib.parse.parse_qs(parts.fragment, keep_blank_values=True))
-    for place in places:
-        for key in keys:
-            values = place.get(key)
-            if values and values[0].strip():
-                return parse_time(values[0])
-    return None
+def understand(text: str, *, at: str | float | None = None, reply_text: str | None = None,
+               extra_urls: Iterable[str] = (), extra_hosts: tuple[str, ...] = (),
+               max_chars: int = MAX_TEXT_CHARS) -> Source:
+    """What a chat message asks for: the track it links to and where to listen.
+
+    Parameters
+    ----------
+    text : the message, or a command's text (`/identify <link> at 1:02:03`; the command word is ignored).
+    at : an explicit time field (Discord's `at:`, `--at`, the HTTP API's `at`); it wins over any other time.
+    reply_text : the message that `text` answers, with its hidden link URLs appended. Its link is used when
+        `text` has no link at all (`/identify 1:02:03` sent as a reply to a link).
+    extra_urls : the message's own hidden links (Telegram text links, Discord embeds), after its visible ones.
+    extra_hosts : operator-added `host:port` media hosts (`settings.fetch_extra_hosts`).
+    max_chars : longest `text` or `reply_text` read at all (`settings.max_message_chars`).
+
+    The start, first found wins: `at`; a time typed in `text` (before or after the link, `at 1:02:03`,
+    `@62:03`, `from 1h 2m 3s`, `t=90`, or a bare `3723`/`90s` when it is all that was typed beside the link);
+    a time typed in `reply_text`; the time in the link itself (`?t=`, `#t=`). None: no time anywhere.
+
+    Raises
+    ------
+    errors.TwoTimes         two different times typed in one message (`.times_s`, `.source` let a bot ask)
+    errors.BadTime          a time that cannot be read (`at 1:99`, `--at soon`), with how to write one
+    errors.TextTooLong      a message or link too long to be one
+    errors.NotAllowed       links only to hosts outside the allowlist
+    errors.PlaylistRefused  a playlist, set, channel or profile instead of one track
+    errors.BadSource        no link at all, or a platform page that is not a track
+    """
+    extra = [u for u in extra_urls if u]
+    _check_length(text, max_chars, "message")
+    _check_length(reply_text, max_chars, "message")
+    for url in extra:
+        _check_length(url, MAX_URL_CHARS, "link")
+    if at is not None and not (isinstance(at, str) and not at.strip()):
+        start: float | None = _explicit(at)
+    else:
+        start = None
+    own = _read(text or "", extra, extra_hosts)
+    # The message it answers counts only when this one has no link at all: a refused link of its own (a
+    # playlist, another host) is what the user meant, and the refusal says what to do about it.
+    answered = reply_text is not None and own.source is None and own.refusal is None
+    reply = _read(reply_text, (), extra_hosts) if answered else None
+    source = own.source or (reply.source if reply else None)
+    if start is None:
+        start = _typed_time(own.rest, source)
+        if start is None and reply is not None and reply.source is not None:
+            start = _typed_time(reply.rest, source)
+    if source is None:
+        refusal = own.refusal or (reply.refusal if reply else None)
+        if refusal is not None:
+            raise refusal
+        if start is not None:
+            raise errors.BadSource(f"I see the time {format_time(start)} but no link. Paste the link with it, "
+                                   "or send it as a reply to the message with the link.")
+        raise errors.BadSource()
+    return source if start is None else source.with_start(start)
 
 
-def _youtube(parts: urllib.parse.SplitResult, host: str) -> Source:
-    query = urllib.parse.parse_qs(parts.query)
-    segments = [s for s in parts.path.split("/") if s]
-    video_id = None
-    if host.endswith("youtu.be"):
-        video_id = segments[0] if segments else None
-    elif segments[:1] == ["watch"]:
-        video_id = (query.get("v") or [None])[0]
-    elif len(segments) >= 2 and segments[0] in ("shorts", "live", "embed", "v", "e"):
-        video_id = segments[1]
-    if video_id is None:
-        if "list" in query or segments[:1] == ["playlist"]:
-            raise errors.PlaylistRefused()
-        if segments and (segments[0].startswith("@") or segments[0] in ("channel", "c", "user")):
-            raise errors.PlaylistRefused("That is a YouTube channel, not a video. Open the video and paste its link.")
-        raise errors.BadSource("That YouTube link does not point at a video. Open the video and paste its link.")
-    if not _YT_ID.fullmatch(video_id):
-        raise errors.BadSource("That YouTube link looks cut off. Copy it again with the Share button.")
-    start = _time_from(parts, keys=("t", "start", "time_continue"))
-    return Source("youtube", f"https://www.youtube.com/watch?v={video_id}", start)
-
-
-def _soundcloud(parts: urllib.parse.SplitResult, host: str) -> Source:
-    segments = [s for s in parts.path.split("/") if s]
-    start = _time_from(parts, keys=("t",))
-    if host == SOUNDCLOUD_SHORT_HOST:
-        # A share link: where it points is only known after following its redirect (fetch.py does that).
-        if len(segments) != 1 or not _SC_SLUG.fullmatch(segments[0]):
-            raise errors.BadSource("That SoundCloud share link looks cut off. Copy it again with the Share button.")
-        return Source("soundcloud", f"https://{SOUNDCLOUD_SHORT_HOST}/{segments[0]}", start)
-    not_a_track = errors.BadSource("That SoundCloud link is not a track. Open the track and paste its link.")
-    if not segments or segments[0].lower() in _SC_RESERVED:
-        raise not_a_track
-    if len(segments) == 1:
-        raise errors.PlaylistRefused("That is a SoundCloud profile, not a track. Open the track and paste its link.")
-    if segments[1].lower() in _SC_LISTS:
-        raise errors.PlaylistRefused()
-    if not all(_SC_SLUG.fullmatch(s) for s in segments[:3]):
-        raise not_a_track
-    path = "/".join(segments[:2])
-    if len(segments) >= 3 and segments[2].startswith("s-"):
-        path += "/" + segments[2]                       # secret token of a private share link
-    return Source("soundcloud", f"https://soundcloud.com/{path}", start)
+def find_source(text: str, *, at: str | float | None = None, extra_hosts: tuple[str, ...] = ()) -> Source:
+    """`understand(text, at=at, extra_hosts=extra_hosts)`: kept for the callers that only have one text."""
+    return understand(text, at=at, extra_hosts=extra_hosts)

@@ -2,7 +2,8 @@
 
 Every track is its own transaction and is skipped when its content hash is already in, so an
 interrupted enrolment resumes where it stopped. A bad row or file is reported by name and the rest
-still go in.
+still go in. The same audio under another artist is flagged ("conflict"), since one of the labels is wrong.
+An artist page (`items_from_page`) resumes by link: tracks whose link is already in are not fetched again.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping
 
 from classifier import errors, pipeline
 from classifier.audio.decode import AUDIO_SUFFIXES
@@ -19,7 +20,11 @@ from classifier.model.backbone import Backbone
 from classifier.settings import Settings
 from classifier.store.index import Index, TrackInfo, file_hash
 
-__all__ = ["Item", "Outcome", "Report", "enrol_items", "items_from_sources", "items_from_manifest", "ENROL_HOP_S"]
+if TYPE_CHECKING:
+    from classifier.sources.listing import Listing
+
+__all__ = ["Item", "Outcome", "Report", "enrol_items", "items_from_sources", "items_from_manifest",
+           "items_from_page", "ENROL_HOP_S"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +46,7 @@ class Item:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     item: Item
-    status: str               # "added" | "duplicate" | "failed"
+    status: str               # "added" | "duplicate" | "conflict" (in under another artist) | "failed"
     message: str
     track: TrackInfo | None = None
 
@@ -81,7 +86,8 @@ def items_from_manifest(manifest: Path, report: Report, *, split: str | None = N
     to the manifest. Rows with problems are reported by row number and skipped."""
     if not manifest.is_file():
         raise errors.EnrolError(f"No manifest at {manifest}.")
-    with open(manifest, newline="", encoding="utf-8") as f:
+    # utf-8-sig: spreadsheets save "CSV UTF-8" with a byte-order mark, which would stick to the first column's name.
+    with open(manifest, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         cols = set(reader.fieldnames or [])
         missing = {"artist", "path"} - cols
@@ -112,6 +118,37 @@ def items_from_manifest(manifest: Path, report: Report, *, split: str | None = N
                 continue
             out.append(Item(artist, p, split=row_split, title=(row.get("title") or "").strip() or None, where=where))
         return out
+
+
+def items_from_page(artist: str, listing: "Listing", known: Mapping[str, TrackInfo], *,
+                    limit: int) -> tuple[list[Item], list[Outcome]]:
+    """The newest `limit` tracks of an artist page: the ones to enrol, and outcomes for those already in.
+
+    `known` maps the links already in the index to their tracks (`{t.source: t for t in index.tracks()}`), so
+    a re-run fetches nothing twice; a track already in under another artist is a "conflict".
+    """
+    if not artist.strip():
+        raise errors.EnrolError("The artist name is empty. Usage: spy enrol ARTIST PAGE_LINK")
+    todo: list[Item] = []
+    done: list[Outcome] = []
+    for number, listed in enumerate(listing.tracks[:max(0, limit)], start=1):
+        item = Item(artist.strip(), None, link=listed.source.url, title=listed.title,
+                    where=f"{listing.page.url} #{number}")
+        existing = known.get(listed.source.url)
+        if existing is None:
+            todo.append(item)
+        else:
+            done.append(_already(item, existing))
+    return todo, done
+
+
+def _already(item: Item, existing: TrackInfo) -> Outcome:
+    """A track already in: a plain duplicate, or a conflict when the index has it under another artist."""
+    if existing.artist.casefold() == item.artist.strip().casefold():
+        return Outcome(item, "duplicate", f"already enrolled as {existing.artist} / {existing.title}", existing)
+    return Outcome(item, "conflict", f"this audio is already enrolled as {existing.artist} / {existing.title} "
+                   f"(track #{existing.id}), not {item.artist}: one label is wrong. If it is the index's, run "
+                   f"`spy forget {existing.id}` and enrol it again.", existing)
 
 
 def enrol_items(items: list[Item], index: Index, backbone: Backbone, settings: Settings, *,
@@ -148,7 +185,7 @@ def _enrol_file(item: Item, path: Path, source: str, index: Index, backbone: Bac
     digest = file_hash(path)
     existing = index.find_hash(digest, backbone.name)
     if existing is not None:
-        return Outcome(item, "duplicate", f"already enrolled as {existing.artist} / {existing.title}", existing)
+        return _already(item, existing)
     a = pipeline.analyse(path, [backbone], hop_s=hop_s, batch_size=settings.batch_size,
                          max_seconds=settings.max_audio_seconds, min_seconds=settings.min_audio_seconds,
                          silence_dbfs=settings.silence_dbfs, decode_timeout_s=settings.decode_timeout_s,
