@@ -1,7 +1,7 @@
 """What every chat front end does alike: jobs with progress, answers with charts, history, corrections, failures.
 
     core = BotCore("telegram", settings, classifier, history)
-    what = core.source(text, trailing_time=True)        # or a `Clip` (bot.media) made from an attachment
+    what = core.source(text)                            # or a `Clip` (bot.media) made from an attachment
     await core.answer(reply, "identify", what)          # `reply`: the platform's `Reply` for this request
 
 A platform file maps its events onto these calls, renders `Post`s its own way (an HTML message, an embed)
@@ -225,11 +225,11 @@ class BotCore:
         self._live: dict[Hashable, Job] = {}     # Reply.key -> its running job, for `fail`
 
     # -- what a request asks about ------------------------------------------------------------------------------
-    def source(self, text: str, *, at: str | float | None = None, trailing_time: bool = False,
+    def source(self, text: str, *, at: str | float | None = None, reply_text: str | None = None,
                extra_urls: Sequence[str] = ()) -> Source:
-        """Chat text -> a `Source` (`bot.links.source_from`, with this process's extra hosts)."""
-        return links.source_from(text, at=at, trailing_time=trailing_time, extra_urls=extra_urls,
-                                 extra_hosts=self.settings.fetch_extra_hosts)
+        """Chat text -> a `Source` (`bot.links.source_in`, with this process's extra hosts and length limit)."""
+        return links.source_in(text, at=at, reply_text=reply_text, extra_urls=extra_urls,
+                               extra_hosts=self.settings.fetch_extra_hosts, max_chars=self.settings.max_message_chars)
 
     def pick(self, clips: Sequence[Clip], text: str, extra_urls: Sequence[str] = ()) -> Source | Clip:
         """What a message asks about: its first audio clip, else its link; a file that is not audio is refused

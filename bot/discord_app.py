@@ -237,7 +237,7 @@ class DiscordSpy(commands.Cog):
         if file is not None:
             what = clip_of(file, parse_time(at) if at else None)
         elif link:
-            what = self.core.source(link, at=at, trailing_time=True)
+            what = self.core.source(link, at=at)
         else:
             raise errors.BadSource(replies.option_usage(kind))
         await self.core.answer(reply, kind, what)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -48,7 +49,7 @@ from bot.telegram_reply import TelegramReply, clip_of, render
 from classifier import errors
 from classifier.serve.api import Classifier
 from classifier.settings import Settings
-from classifier.sources.links import Source
+from classifier.sources.links import Source, parse_time
 from classifier.store.history import MAX_RECENT, History
 
 __all__ = ["build", "running", "TelegramSpy", "PLATFORM"]
@@ -200,11 +201,17 @@ class TelegramSpy:
         if not self.core.admit(reply := TelegramReply(update)):
             return
         what: Source | Clip
-        if context.args:
-            what = self.core.source(" ".join(context.args), trailing_time=True, extra_urls=_hidden_urls(message))
-        elif (target := message.reply_to_message) is not None:
-            clip = clip_of(target)
-            what = self.core.pick([clip] if clip else [], target.text or target.caption or "", _hidden_urls(target))
+        target = message.reply_to_message
+        clip = clip_of(target) if target is not None else None
+        if clip is not None and not context.args:        # reply /genre to a voice note (or to a file: refused)
+            what = self.core.pick([clip], target.text or target.caption or "", _hidden_urls(target))
+        elif clip is not None and clip.audio_like():     # reply /identify 1:02 to an audio file: from 1:02
+            what = dataclasses.replace(clip, start_s=parse_time(" ".join(context.args)))
+        elif context.args or target is not None:
+            # `/identify <link> at 1:02:03`, or `/identify 1:02:03` sent as a reply to a message with a link
+            answered = None if target is None else " ".join([target.text or target.caption or "",
+                                                             *_hidden_urls(target)])
+            what = self.core.source(message.text or "", reply_text=answered, extra_urls=_hidden_urls(message))
         else:
             raise errors.BadSource(replies.usage(kind))
         await self.core.answer(reply, kind, what)

@@ -276,8 +276,9 @@ def test_a_message_asks_about_its_first_audio_clip_else_its_link(settings: Setti
         core.pick([pdf], "see you there")
     with pytest.raises(errors.BadSource):
         core.pick([], "nice party")
-    source = core.source(f"{YT} 1:02:03", trailing_time=True)
-    assert source.start_s == 3723.0 and core.source(f"{YT} 1:02:03", at="5", trailing_time=True).start_s == 5.0
+    source = core.source(f"{YT} 1:02:03")
+    assert source.start_s == 3723.0 and core.source(f"{YT} 1:02:03", at="5").start_s == 5.0
+    assert core.source("/identify 1:02", reply_text=f"this one {YT}").start_s == 62.0
 
 
 def test_a_flood_is_told_once_unless_every_request_must_be_answered(settings: Settings) -> None:

@@ -18,6 +18,7 @@ import pytest
 from bot import links, replies
 from bot.__main__ import run
 from bot.charts import MAX_PNG_BYTES
+from classifier import errors
 from classifier.logs import quiet_secrets
 from classifier.serve.local import LocalClassifier
 from classifier.settings import Settings
@@ -84,15 +85,22 @@ async def test_a_voice_note_gets_progress_edits_five_artists_a_genre_and_a_chart
     _assert_png(png)
 
 
-async def test_a_timestamped_link_is_fetched_from_that_moment(trained5: Settings, media: MediaHost) -> None:
+@pytest.mark.parametrize("form", ["arguments", "reply"])
+async def test_a_timestamped_link_is_fetched_from_that_moment(trained5: Settings, media: MediaHost, form: str) -> None:
     settings = trained5.replace(fetch_extra_hosts=(media.hostport,), fetch_window_seconds=15.0)
     local = LocalClassifier(settings)
     link = media.url("iron-riff.mp3")
     try:
         async with FakeBotAPI() as api, bot_running(api, settings, local):
             user = api.user()
-            chat = api.private_chat(user)
-            await api.send_text(chat, user, f"/identify {link} 0:10")
+            if form == "arguments":
+                chat = api.private_chat(user)
+                await api.send_text(chat, user, f"/identify {link} at 0:10")
+            else:          # in a group: the link in someone's message, the time in a command that replies to it
+                chat = api.group_chat()
+                posted = await api.send_text(chat, api.user(), f"listen to this {link}")
+                await api.settle()
+                await api.send_text(chat, user, "/identify 0:10", reply_to=posted)
             await api.wait_for(lambda: api.of("sendPhoto", chat["id"]), timeout=120)
     finally:
         await local.aclose()
@@ -208,27 +216,46 @@ async def test_the_token_never_reaches_the_logs(settings: Settings, caplog: pyte
     assert len(job_lines) == 1 and "source=telegram:voice_note" in job_lines[0]
 
 
-# --- bot.links: what in a command is the link, and what the time (shared with Discord) ------------------------
+# --- bot.links: the one place where chat text becomes a link and a time (shared with Discord) -----------------
 
-@pytest.mark.parametrize("args, expected", [
-    (["https://youtu.be/dQw4w9WgXcQ", "1:02:03"], ("https://youtu.be/dQw4w9WgXcQ", "1:02:03")),
-    (["https://youtu.be/dQw4w9WgXcQ", "1h2m3s"], ("https://youtu.be/dQw4w9WgXcQ", "1h2m3s")),
-    (["https://youtu.be/dQw4w9WgXcQ", "t=95"], ("https://youtu.be/dQw4w9WgXcQ", "t=95")),
-    (["https://youtu.be/dQw4w9WgXcQ"], ("https://youtu.be/dQw4w9WgXcQ", None)),
-    (["1:02:03"], ("1:02:03", None)),                              # a lone time is not a link with a time
-    (["what", "is", "this", "https://youtu.be/dQw4w9WgXcQ"], ("what is this https://youtu.be/dQw4w9WgXcQ", None)),
-    (["https://youtu.be/dQw4w9WgXcQ", "please"], ("https://youtu.be/dQw4w9WgXcQ please", None)),
-    (["https://a.example/x", "https://youtu.be/dQw4w9WgXcQ"], ("https://a.example/x https://youtu.be/dQw4w9WgXcQ", None)),
+YT = "https://youtu.be/dQw4w9WgXcQ"
+
+
+@pytest.mark.parametrize("text, reply_text, start", [
+    (f"/identify {YT} 1:02:03", None, 3723.0),
+    (f"/identify {YT} 1h 2m 3s", None, 3723.0),          # every word of the time, not just the last
+    (f"/identify@SpyBot 1:02:03 {YT}", None, 3723.0),     # the time before the link
+    (f"who is this at 62:03? {YT}", None, 3723.0),
+    (f"{YT} at 1:02:03 please", None, 3723.0),
+    (f"{YT} 90sec", None, 90.0),
+    (f"{YT}?t=5", None, 5.0),                              # the link's own time
+    (f"{YT}?t=5 at 1:00", None, 60.0),                     # a typed time beats the link's own
+    ("/identify 1:02:03", f"listen to this {YT}", 3723.0),  # a command sent as a reply to a message with a link
+    ("/identify", f"{YT} at 0:30", 30.0),
+    (f"/identify {YT}", None, None),
 ])
-def test_command_arguments_split_into_link_and_time(args: list[str], expected: tuple[str, str | None]) -> None:
-    assert links.split_args(args) == expected
+def test_chat_text_becomes_a_link_and_a_time(text: str, reply_text: str | None, start: float | None) -> None:
+    source = links.source_in(text, reply_text=reply_text)
+    assert (source.url, source.start_s) == ("https://www.youtube.com/watch?v=dQw4w9WgXcQ", start)
 
 
 def test_links_give_sources_with_their_times() -> None:
-    source = links.source_from("look", at="1:00", extra_urls=["https://youtu.be/dQw4w9WgXcQ?t=5"])
+    source = links.source_in("look", at="1:00", extra_urls=["https://youtu.be/dQw4w9WgXcQ?t=5"])
     assert (source.url, source.start_s) == ("https://www.youtube.com/watch?v=dQw4w9WgXcQ", 60.0)
     assert links.looks_like_link("see www.youtube.com/watch?v=x") and links.looks_like_link("127.0.0.1:8080/a")
     assert not links.looks_like_link("nice tune, who is it?")
+
+
+@pytest.mark.parametrize("text, code", [
+    (f"{YT} at 1:02 or maybe 3:04", "two_times"),
+    (f"{YT} at 1:99", "bad_time"),
+    ("/identify 1:02:03", "bad_source"),                   # a time and no link anywhere
+    ("x" * 9000 + f" {YT}", "text_too_long"),
+])
+def test_chat_text_refusals_are_named(text: str, code: str) -> None:
+    with pytest.raises(errors.BadSource) as info:
+        links.source_in(text)
+    assert info.value.code == code and info.value.user_message
 
 
 async def test_a_chart_that_fails_leaves_the_answer_standing(settings: Settings, monkeypatch: pytest.MonkeyPatch,
