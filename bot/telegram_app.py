@@ -119,7 +119,7 @@ def build(settings: Settings, classifier: Classifier, history: History | None = 
     # The HTTP clients, made here (with PTB's own defaults) so that `running` can close them on a failed start.
     http = (HTTPXRequest(), HTTPXRequest(connection_pool_size=1))
     app = (Application.builder()
-           .token(settings.telegram_token)
+           .token(settings.telegram_token.get_secret_value())
            .request(http[0])
            .get_updates_request(http[1])
            .base_url(settings.telegram_base_url)

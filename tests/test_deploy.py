@@ -21,20 +21,21 @@ import shutil
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from classifier.settings import Settings, env_name
 
 yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {env_name(f.name) for f in fields(Settings)}
-SECRETS = {env_name(f.name) for f in fields(Settings) if not f.repr}          # the tokens
+SETTINGS = {env_name(name) for name in Settings.model_fields}
+SECRETS = {env_name(name) for name, f in Settings.model_fields.items() if f.annotation is SecretStr}   # the tokens
 # Variables compose.yaml reads for itself (documented at its top); each has a default there.
 COMPOSE_ONLY = {"SPY_CLASSIFIER_CPUS", "SPY_CLASSIFIER_MEMORY", "SPY_GPU_MAX_BATCH_SIZE", "SPY_CLASSIFIER_PORT",
                 "SPY_CLASSIFIER_GPU_PORT"}
