@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Mapping
 
 import platformdirs
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -43,8 +43,10 @@ _UNPREFIXED = ("classifier_url", "classifier_token", "telegram_token", "telegram
 
 
 def _unprefixed(default: Any, name: str) -> Any:
-    # A validation alias is the variable's whole name: pydantic-settings then leaves the SPY_ prefix off.
-    return Field(default=default, validation_alias=name.upper())
+    # A validation alias is the variable's whole name: pydantic-settings then leaves the SPY_ prefix off. The
+    # field's own name is the other choice, so Settings(telegram_token=...) works; both are the same name to the
+    # case-insensitive environment source, and SPY_TELEGRAM_TOKEN is no name at all (populate_by_name would add it).
+    return Field(default=default, validation_alias=AliasChoices(name, name.upper()))
 
 
 def default_data_dir() -> Path:
@@ -61,7 +63,6 @@ class Settings(BaseSettings):
         env_prefix=_ENV_PREFIX,
         frozen=True,                 # built once and passed down; `replace` makes a changed copy
         extra="forbid",              # a misspelt keyword (`replace(batch_sise=...)`) is an error, not ignored
-        populate_by_name=True,       # Settings(telegram_token=...) as well as the variable name TELEGRAM_TOKEN
         env_ignore_empty=True,       # `SPY_DB_PATH=` (as in .env.example) means "the default", not ""
     )
 
@@ -199,18 +200,18 @@ _FIELD_OF = {key.lower(): name for name in Settings.model_fields for key in (nam
 class _Environ(EnvSettingsSource):
     """pydantic-settings' environment source over a given mapping instead of `os.environ`."""
 
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str | None]) -> None:
         self._environ = environ
         super().__init__(settings_cls)
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
         # The hook pydantic-settings' own DotEnvSettingsSource overrides; same normalisation as its os.environ reader.
         return {(key if self.case_sensitive else key.lower()): value for key, value in self._environ.items()
-                if not (self.env_ignore_empty and value == "")}
+                if not (self.env_ignore_empty and not value)}
 
 
 def _fields_from(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Keep only our settings (a .env is shared with docker compose), keyed by field name."""
+    """A source's values keyed by field name (it keys the unprefixed settings by their variable names)."""
     return {_FIELD_OF[key.lower()]: value for key, value in values.items() if key.lower() in _FIELD_OF}
 
 
@@ -245,7 +246,9 @@ def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = Pa
     """
     values: dict[str, Any] = {}
     if dotenv is not None:
-        values.update(_fields_from(DotEnvSettingsSource(Settings, env_file=dotenv)()))
+        # The file's variables (python-dotenv's parsing), then matched to settings exactly as the environment is,
+        # so the other variables a .env shared with docker compose holds are left alone.
+        values.update(_fields_from(_Environ(Settings, DotEnvSettingsSource(Settings, env_file=dotenv).env_vars)()))
     values.update(_fields_from(_Environ(Settings, os.environ if env is None else env)()))
     values.update(overrides)
     try:

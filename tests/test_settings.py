@@ -48,14 +48,19 @@ def test_unprefixed_names_are_the_only_names_for_those_settings() -> None:
                            "BATCH_SIZE": "3"}, dotenv=None)
     assert s.telegram_token.get_secret_value() == "1:right" and s.classifier_url == "http://right"
     assert s.telegram_local_mode is True and s.batch_size == 32
+    alone = load_settings(env={"SPY_TELEGRAM_TOKEN": "1:wrong", "SPY_DISCORD_TOKEN": "wrong", "DATA_DIR": "/x"},
+                          dotenv=None)
+    assert alone == Settings()
 
 
 def test_empty_values_mean_the_default_and_unknown_variables_are_ignored(tmp_path: Path) -> None:
     """.env.example's `SPY_DB_PATH=`, and variables docker compose reads from the same .env file."""
     dot = tmp_path / ".env"
-    dot.write_text("SPY_DB_PATH=\nSPY_DATA_DIR=\nSPY_CLASSIFIER_CPUS=2\nCOMPOSE_PROJECT_NAME=spy\n")
+    dot.write_text("SPY_DB_PATH=\nSPY_DATA_DIR=\nSPY_CLASSIFIER_CPUS=2\nCOMPOSE_PROJECT_NAME=spy\n"
+                   "BATCH_SIZE=3\nLOG_LEVEL=DEBUG\nSPY_TELEGRAM_TOKEN=1:wrong\n")
     s = load_settings(env={"SPY_BATCH_SIZE": "", "SPY_TF_EXTRA": "gpu"}, dotenv=dot)
     assert s.db_path is None and s.data_dir == default_data_dir() and s.batch_size == 32
+    assert s.log_level == "INFO" and s.telegram_token.get_secret_value() == ""
 
 
 def test_missing_dotenv_is_no_error(tmp_path: Path) -> None:
