@@ -32,42 +32,46 @@ FROM base AS deps
 RUN python -m venv /opt/venv
 WORKDIR /srv/spy/app
 COPY pyproject.toml README.md ./
-# Empty packages stand in for the source while the dependencies install (the real ones replace them below).
-RUN mkdir classifier bot spy && touch classifier/__init__.py bot/__init__.py spy/__init__.py
+# pyproject.toml's dependency lists, without the package itself (which needs the source), one file per flavour:
+# requirements-bot.txt (no extra), requirements-cpu.txt (the cpu extra), requirements-gpu.txt (the gpu extra).
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+[open(f'requirements-{n}.txt', 'w').write('\n'.join(p['dependencies'] + p['optional-dependencies'].get(n, []))) \
+ for n in ('bot', 'cpu', 'gpu')]"
 
 FROM deps AS deps-bot
-RUN pip install .
+RUN pip install -r requirements-bot.txt
 
 FROM deps AS deps-cpu
 # musicnn is installed only for its checkpoint files; its pins (TF 1.x, numpy<1.17) must not be resolved.
-RUN pip install "./[cpu]" \
+RUN pip install -r requirements-cpu.txt \
  && pip install --no-deps musicnn==0.1.0
 
 FROM deps AS deps-gpu
-RUN pip install "./[gpu]" \
+RUN pip install -r requirements-gpu.txt \
  && pip install --no-deps musicnn==0.1.0
 
-# The package finds models/<name>/params.json next to its source, so the source is installed in place.
+# The package itself, a normal (non-editable) install into /opt/venv: the model files (models/) travel inside it
+# as package data, so the runtime images need /opt/venv only, not the source.
 FROM deps-bot AS app-bot
 COPY classifier ./classifier
 COPY bot ./bot
 COPY spy ./spy
 COPY models ./models
-RUN pip install --no-deps -e .
+RUN pip install --no-deps .
 
 FROM deps-cpu AS app-cpu
 COPY classifier ./classifier
 COPY bot ./bot
 COPY spy ./spy
 COPY models ./models
-RUN pip install --no-deps -e .
+RUN pip install --no-deps .
 
 FROM deps-gpu AS app-gpu
 COPY classifier ./classifier
 COPY bot ./bot
 COPY spy ./spy
 COPY models ./models
-RUN pip install --no-deps -e .
+RUN pip install --no-deps .
 
 # --- runtime: what the three targets share ---------------------------------------------------------------------
 FROM base AS runtime
@@ -96,7 +100,6 @@ RUN apt-get update \
 # No TensorFlow and no ffmpeg: with CLASSIFIER_URL set the bots upload audio to the classifier and never decode.
 FROM runtime AS bot
 COPY --from=app-bot /opt/venv /opt/venv
-COPY --from=app-bot /srv/spy/app /srv/spy/app
 ENV CLASSIFIER_URL=http://classifier:8080
 USER 10001:10001
 CMD ["bot"]
@@ -104,7 +107,6 @@ CMD ["bot"]
 # --- target: the classifier service on CPU ------------------------------------------------------------------------
 FROM runtime-ffmpeg AS classifier
 COPY --from=app-cpu /opt/venv /opt/venv
-COPY --from=app-cpu /srv/spy/app /srv/spy/app
 # The service binds beyond loopback only with CLASSIFIER_TOKEN set (it refuses to start otherwise).
 ENV SPY_SERVE_HOST=0.0.0.0 \
     SPY_SERVE_PORT=8080
@@ -118,7 +120,6 @@ CMD ["serve"]
 # --- target: the classifier service on an NVIDIA GPU --------------------------------------------------------------
 FROM runtime-ffmpeg AS classifier-gpu
 COPY --from=app-gpu /opt/venv /opt/venv
-COPY --from=app-gpu /srv/spy/app /srv/spy/app
 # tensorflow[and-cuda] brings CUDA and cuDNN as wheels; the NVIDIA container toolkit adds the host's driver.
 # Growing GPU memory on demand lets TF Serving or a second replica share the card.
 ENV SPY_SERVE_HOST=0.0.0.0 \

@@ -6,6 +6,10 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
+# `make demo` keeps its generated library and model in the checkout's data/ (gitignored, removed by `make clean`)
+# rather than in the per-user data folder that `spy` uses by default. Override: make demo DEMO_DATA_DIR=...
+DEMO_DATA_DIR ?= $(CURDIR)/data
+
 .PHONY: setup demo test test-all bench clean
 
 setup: $(STAMP)
@@ -15,7 +19,7 @@ $(STAMP): pyproject.toml tools/setup.sh
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/spy demo
+	SPY_DATA_DIR="$(DEMO_DATA_DIR)" $(VENV)/bin/spy demo
 
 test: setup
 	$(VENV)/bin/pytest -q
@@ -24,4 +28,4 @@ bench: setup
 	$(PY) bench/bench_pipeline.py
 
 clean:
-	rm -rf $(VENV) data/demo .pytest_cache
+	rm -rf $(VENV) "$(DEMO_DATA_DIR)/demo" .pytest_cache

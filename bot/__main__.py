@@ -62,7 +62,7 @@ async def run(settings: Settings, *, classifier: Classifier | None = None,
 
             client = discord_app.build(settings, classifier, history=history)
             await stack.enter_async_context(client)                      # closes the client on exit
-            task = asyncio.create_task(client.start(settings.discord_token), name="discord")
+            task = asyncio.create_task(client.start(settings.discord_token.get_secret_value()), name="discord")
             task.add_done_callback(lambda _: stop.set())                 # a dead gateway stops the process
             stack.push_async_callback(_cancel, task)
             log.info("Discord bot is connecting")

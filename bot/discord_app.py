@@ -2,7 +2,7 @@
 
     bot = build(settings, classifier, history)   # a commands.AutoShardedBot; nothing connects yet
     async with bot:                              # bot/__main__ does this
-        await bot.start(settings.discord_token)  # log in, sync the commands, connect to the gateway
+        await bot.start(settings.discord_token.get_secret_value())  # log in, sync the commands, connect to the gateway
 
 What the bot answers:
 

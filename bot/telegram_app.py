@@ -75,7 +75,8 @@ def build(settings: Settings, classifier: Classifier, history: History | None = 
         raise ValueError("TELEGRAM_TOKEN is not set")
     # The HTTP clients, made here (with PTB's own defaults) so that `running` can close them on a failed start.
     http = (HTTPXRequest(), HTTPXRequest(connection_pool_size=1))
-    app = (Application.builder().token(settings.telegram_token).request(http[0]).get_updates_request(http[1])
+    app = (Application.builder().token(settings.telegram_token.get_secret_value())
+           .request(http[0]).get_updates_request(http[1])
            .base_url(settings.telegram_base_url).base_file_url(settings.telegram_base_file_url)
            .local_mode(settings.telegram_local_mode).rate_limiter(AIORateLimiter(max_retries=_RETRIES_429))
            .job_queue(None).post_init(_set_commands).build())

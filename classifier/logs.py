@@ -59,7 +59,8 @@ def quiet_secrets(settings: Settings, handlers: Iterable[logging.Handler] | None
     """Keep tokens out of the logs: httpx/httpcore to WARNING, and a `Redact` filter on the root handlers."""
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    redact = Redact([settings.telegram_token, settings.discord_token, settings.classifier_token])
+    redact = Redact([t.get_secret_value() for t in (settings.telegram_token, settings.discord_token,
+                                                   settings.classifier_token)])
     for handler in (logging.getLogger().handlers if handlers is None else handlers):
         handler.addFilter(redact)
     return redact

@@ -1,31 +1,74 @@
-"""Typed operational settings, read once from the environment and an optional `.env` file.
+"""Typed operational settings, read once from the environment and an optional `.env` file (pydantic-settings).
 
 DSP parameters are *not* here: they belong to the model (`models/<name>/params.json`) because they
 must match training. Everything here is operational: paths, tokens, limits, URLs. Every limit carries
 its unit in its name and has a default; `.env.example` documents each one.
+
+Two ways to get a `Settings`:
+
+- `load_settings()`, called once by each `__main__`: `.env` (lowest), then the environment, then explicit
+  overrides (highest). A bad value raises `SettingsError`, one line per bad variable, naming the variable.
+- `Settings(**values)` / `settings.replace(**changes)`: the defaults plus exactly what is given. It never reads
+  the environment, so tests and library code that build one are not changed by the shell they run in (a
+  developer's TELEGRAM_TOKEN or SPY_FETCH_PROXY_URL must not leak into a test).
+
+Paths are made absolute when the settings are built (`data_dir`, `db_path`), so the working folder of the
+process no longer matters after that: `spy` run from any folder uses the same data folder.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
-__all__ = ["Settings", "load_settings", "read_dotenv"]
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    NoDecode,
+    SettingsConfigDict,
+)
+
+__all__ = ["Settings", "SettingsError", "default_data_dir", "env_name", "load_settings"]
+
+APP_NAME = "deep-house-spy"
+
+_ENV_PREFIX = "SPY_"
+# Variables the issues name without our prefix (shared with other tools and with docker compose).
+_UNPREFIXED = ("classifier_url", "classifier_token", "telegram_token", "telegram_base_url",
+               "telegram_base_file_url", "telegram_local_mode", "discord_token")
 
 
-def _secret(default: str = "") -> Any:
-    # repr=False keeps tokens out of `repr(settings)` and therefore out of any log line that prints it.
-    return field(default=default, repr=False)
+def _unprefixed(default: Any, name: str) -> Any:
+    # A validation alias is the variable's whole name: pydantic-settings then leaves the SPY_ prefix off. The
+    # field's own name is the other choice, so Settings(telegram_token=...) works; both are the same name to the
+    # case-insensitive environment source, and SPY_TELEGRAM_TOKEN is no name at all (populate_by_name would add it).
+    return Field(default=default, validation_alias=AliasChoices(name, name.upper()))
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+def default_data_dir() -> Path:
+    """The per-user data folder (Linux: ~/.local/share/deep-house-spy), used when SPY_DATA_DIR is not set."""
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+class SettingsError(ValueError):
+    """One or more settings have a value that cannot be used; the message has one line per variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=_ENV_PREFIX,
+        frozen=True,                 # built once and passed down; `replace` makes a changed copy
+        extra="forbid",              # a misspelt keyword (`replace(batch_sise=...)`) is an error, not ignored
+        env_ignore_empty=True,       # `SPY_DB_PATH=` (as in .env.example) means "the default", not ""
+    )
+
     # --- storage -------------------------------------------------------------------------------
-    data_dir: Path = Path("data")
-    """Where the embedded default keeps its SQLite index and trained artist models."""
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Where the embedded default keeps its SQLite index and trained artist models. Made absolute at load."""
     db_path: Path | None = None
     """SQLite file (index, model registry, history). Default: `<data_dir>/spy.sqlite3`."""
 
@@ -56,7 +99,8 @@ class Settings:
     """Refuse media longer than this (and all live streams)."""
     max_concurrent_fetches: int = 2
     """Fetches running at once per process."""
-    fetch_extra_hosts: tuple[str, ...] = ()
+    # NoDecode: the variable is a comma-separated list (`a:1, b:2`), not the JSON pydantic-settings expects.
+    fetch_extra_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     """Extra `host:port` media hosts allowed (generic extractor only for these). Env: SPY_FETCH_EXTRA_HOSTS."""
     fetch_proxy_url: str = ""
     """Upstream `http://host:port` proxy for YouTube/SoundCloud fetches (extra hosts stay direct); empty = direct.
@@ -64,9 +108,9 @@ class Settings:
     this is where that proxy forwards to. Env: SPY_FETCH_PROXY_URL."""
 
     # --- classifier service / client ----------------------------------------------------------
-    classifier_url: str = ""
+    classifier_url: str = _unprefixed("", "classifier_url")
     """If set, bots and CLI call this remote classifier instead of running the model in-process."""
-    classifier_token: str = _secret()
+    classifier_token: SecretStr = _unprefixed(SecretStr(""), "classifier_token")
     """Bearer token the service requires and the clients send."""
     classifier_timeout_s: float = 120.0
     """Client-side timeout for one remote classify call."""
@@ -90,11 +134,12 @@ class Settings:
     """Timeout for one TensorFlow Serving predict call."""
 
     # --- bots --------------------------------------------------------------------------------------
-    telegram_token: str = _secret()
-    telegram_base_url: str = "https://api.telegram.org/bot"
-    telegram_base_file_url: str = "https://api.telegram.org/file/bot"
-    telegram_local_mode: bool = False
-    discord_token: str = _secret()
+    # Tokens are SecretStr: repr/str/model_dump show '**********'; read them with `.get_secret_value()`.
+    telegram_token: SecretStr = _unprefixed(SecretStr(""), "telegram_token")
+    telegram_base_url: str = _unprefixed("https://api.telegram.org/bot", "telegram_base_url")
+    telegram_base_file_url: str = _unprefixed("https://api.telegram.org/file/bot", "telegram_base_file_url")
+    telegram_local_mode: bool = _unprefixed(False, "telegram_local_mode")
+    discord_token: SecretStr = _unprefixed(SecretStr(""), "discord_token")
     discord_dev_guild_id: int = 0
     """If set, slash commands sync to this guild only (instant, for development)."""
     discord_message_content: bool = False
@@ -108,18 +153,6 @@ class Settings:
 
     # --- logging -----------------------------------------------------------------------------------
     log_level: str = "INFO"
-
-    @property
-    def database(self) -> Path:
-        return self.db_path if self.db_path is not None else self.data_dir / "spy.sqlite3"
-
-    @property
-    def heads_dir(self) -> Path:
-        """Trained artist models (versioned artifacts)."""
-        return self.data_dir / "models"
-
-    def replace(self, **changes: Any) -> "Settings":
-        return dataclasses.replace(self, **changes)
 
     # --- links & artist pages ---
     max_message_chars: int = 8192
@@ -137,12 +170,38 @@ class Settings:
     """Most entries listed from one artist page (the listing is sorted newest first before --limit applies)."""
 
 
-_ENV_PREFIX = "SPY_"
-# Variables the issues name without our prefix (shared with other tools and with docker compose).
-_UNPREFIXED = {
-    "classifier_url", "classifier_token", "telegram_token", "telegram_base_url",
-    "telegram_base_file_url", "telegram_local_mode", "discord_token",
-}
+    @field_validator("data_dir", "db_path", mode="after")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        # abspath, not resolve(): normalised against the working folder now, symlinks left as the operator named them
+        return None if path is None else Path(os.path.abspath(path.expanduser()))
+
+    @field_validator("fetch_extra_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: Any, env_settings: Any,
+                                   dotenv_settings: Any, file_secret_settings: Any) -> tuple[Any, ...]:
+        # Only the given values: the environment and .env are read by `load_settings` (see the module docstring).
+        return (init_settings,)
+
+    @property
+    def database(self) -> Path:
+        return self.db_path if self.db_path is not None else self.data_dir / "spy.sqlite3"
+
+    @property
+    def heads_dir(self) -> Path:
+        """Trained artist models (versioned artifacts)."""
+        return self.data_dir / "models"
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with `changes` applied, validated like the original (so `data_dir="x"` becomes a Path)."""
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**{**values, **changes})
 
 
 def env_name(field_name: str) -> str:
@@ -150,60 +209,66 @@ def env_name(field_name: str) -> str:
     return field_name.upper() if field_name in _UNPREFIXED else _ENV_PREFIX + field_name.upper()
 
 
-def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse a minimal `.env` file: KEY=VALUE lines, `#` comments, optional quotes."""
-    out: dict[str, str] = {}
-    if not path.is_file():
-        return out
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        key = key.strip().removeprefix("export ").strip()
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        out[key] = value
-    return out
+# Keys a settings source may hand back (field names, and the variable names of the unprefixed ones), in any case.
+_FIELD_OF = {key.lower(): name for name in Settings.model_fields for key in (name, env_name(name))}
 
 
-def _convert(kind: Any, raw: str, name: str) -> Any:
-    text = str(kind)
-    try:
-        if "Path" in text:
-            return Path(raw).expanduser() if raw else None
-        if "tuple" in text:
-            return tuple(p.strip() for p in raw.split(",") if p.strip())
-        if text == "bool" or kind is bool:
-            low = raw.strip().lower()
-            if low in {"1", "true", "yes", "on"}:
-                return True
-            if low in {"0", "false", "no", "off", ""}:
-                return False
-            raise ValueError(raw)
-        if text == "int" or kind is int:
-            return int(raw)
-        if text == "float" or kind is float:
-            return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"setting {name}: cannot read {raw!r} as {text}") from exc
-    return raw
+class _Environ(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of `os.environ`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str | None]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # The hook pydantic-settings' own DotEnvSettingsSource overrides; same normalisation as its os.environ reader.
+        return {(key if self.case_sensitive else key.lower()): value for key, value in self._environ.items()
+                if not (self.env_ignore_empty and not value)}
+
+
+def _fields_from(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A source's values keyed by field name (it keys the unprefixed settings by their variable names)."""
+    return {_FIELD_OF[key.lower()]: value for key, value in values.items() if key.lower() in _FIELD_OF}
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = error["loc"][0] if error["loc"] else ""
+        field = _FIELD_OF.get(str(loc).lower())
+        name = env_name(field) if field else str(loc)
+        msg = error["msg"][:1].lower() + error["msg"][1:]
+        secret = field is not None and Settings.model_fields[field].annotation is SecretStr
+        got = "" if secret or "input" not in error or error["type"] == "missing" else f" (got {error['input']!r})"
+        lines.append(f"{name}: {msg}{got}")
+    return "\n".join(lines)
 
 
 def load_settings(env: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env"),
                   **overrides: Any) -> Settings:
-    """Build `Settings` from `.env` (lowest), the environment, then explicit overrides (highest)."""
-    merged: dict[str, str] = {}
-    if dotenv is not None:
-        merged.update(read_dotenv(dotenv))
-    merged.update(os.environ if env is None else env)
+    """Build `Settings` from `.env` (lowest), the environment, then explicit overrides (highest).
+
+    Parameters
+    ----------
+    env : the environment to read (default: `os.environ`)
+    dotenv : a `.env` file (KEY=VALUE lines, `#` comments, quotes, `export`); None or a missing file: none
+    overrides : field values that win over both
+
+    Raises
+    ------
+    SettingsError
+        A value cannot be used; one line per bad variable, e.g.
+        "SPY_MAX_CLIP_SECONDS: input should be a valid number, unable to parse string as a number (got 'abc')".
+    """
     values: dict[str, Any] = {}
-    for f in fields(Settings):
-        name = env_name(f.name)
-        if name in merged:
-            value = _convert(f.type, merged[name], name)
-            if value is not None:
-                values[f.name] = value
+    if dotenv is not None:
+        # The file's variables (python-dotenv's parsing), then matched to settings exactly as the environment is,
+        # so the other variables a .env shared with docker compose holds are left alone.
+        values.update(_fields_from(_Environ(Settings, DotEnvSettingsSource(Settings, env_file=dotenv).env_vars)()))
+    values.update(_fields_from(_Environ(Settings, os.environ if env is None else env)()))
     values.update(overrides)
-    return Settings(**values)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        # pydantic's own message spans three lines per error and names fields, not variables
+        raise SettingsError(_describe(exc)) from exc

@@ -19,6 +19,12 @@ def ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
 
 
+@pytest.fixture(autouse=True)
+def _no_real_data_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default data folder is per user (platformdirs): a test that forgets SPY_DATA_DIR writes here instead."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+
+
 @pytest.fixture(scope="session")
 def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Generated clips: a 20-s procedural loop as WAV/MP3/OGG-Opus, silence, a tone, bad files."""

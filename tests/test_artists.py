@@ -45,10 +45,10 @@ def test_artifact_roundtrip_and_registry(trained: Settings, tmp_path: Path) -> N
 
 
 def test_new_model_is_picked_up_without_restart(trained: Settings, tmp_path: Path) -> None:
-    s = trained.replace(data_dir=tmp_path, db_path=tmp_path / "copy.sqlite3")
+    s = trained.replace(data_dir=tmp_path / "data")
     import shutil
 
-    shutil.copy(trained.database, s.database)
+    shutil.copytree(trained.data_dir, s.data_dir)       # the whole data folder: the registry's paths are relative to it
     first = registry.current_head(s.database)
     with Index(s.database) as index:
         newer = train.train(index, s.heads_dir, heads.HeadConfig(epochs=5), calibrate_threshold=False)

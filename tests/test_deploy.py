@@ -21,20 +21,21 @@ import shutil
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from classifier.settings import Settings, env_name
 
 yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {env_name(f.name) for f in fields(Settings)}
-SECRETS = {env_name(f.name) for f in fields(Settings) if not f.repr}          # the tokens
+SETTINGS = {env_name(name) for name in Settings.model_fields}
+SECRETS = {env_name(name) for name, f in Settings.model_fields.items() if f.annotation is SecretStr}   # the tokens
 # Variables compose.yaml reads for itself (documented at its top); each has a default there.
 COMPOSE_ONLY = {"SPY_CLASSIFIER_CPUS", "SPY_CLASSIFIER_MEMORY", "SPY_GPU_MAX_BATCH_SIZE", "SPY_CLASSIFIER_PORT",
                 "SPY_CLASSIFIER_GPU_PORT"}
@@ -159,20 +160,54 @@ def test_each_target_runs_as_a_non_root_user_with_the_data_volume(
     assert [json.loads(a) for i, a in lines if i == "CMD"][-1] == (["bot"] if target == "bot" else ["serve"])
 
 
+@pytest.fixture(scope="module")
+def requirements(dockerfile: tuple[dict[str, str], dict[str, Stage]], tmp_path_factory: pytest.TempPathFactory
+                 ) -> dict[str, list[str]]:
+    """Run the deps stage's command that writes requirements-<flavour>.txt from pyproject.toml, for real."""
+    _, stages = dockerfile
+    (command,) = [a for a in stages["deps"].args("RUN") if "requirements-" in a]
+    work = tmp_path_factory.mktemp("deps")
+    shutil.copy(ROOT / "pyproject.toml", work)
+    proc = subprocess.run(command.replace("python ", f"{sys.executable} ", 1), shell=True, cwd=work,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return {p.stem.removeprefix("requirements-"): p.read_text().splitlines() for p in work.glob("requirements-*.txt")}
+
+
 @pytest.mark.parametrize("target", TARGETS)
-def test_what_each_target_installs(dockerfile: tuple[dict[str, str], dict[str, Stage]], target: str) -> None:
+def test_what_each_target_installs(dockerfile: tuple[dict[str, str], dict[str, Stage]],
+                                   requirements: dict[str, list[str]], target: str) -> None:
+    import tomllib
+
     _, stages = dockerfile
     runs = " ".join(a for name in copied_from(stages, target) for a in stages[name].args("RUN"))
     pip = " ".join(re.findall(r"pip install [^&]*", runs))
+    flavour = {"bot": "bot", "classifier": "cpu", "classifier-gpu": "gpu"}[target]
+    others = {"bot", "cpu", "gpu"} - {flavour}
+    assert f"-r requirements-{flavour}.txt" in pip and not any(f"requirements-{o}" in pip for o in others)
+    # the package itself: a normal install, after the dependencies, never an editable one
+    assert "pip install --no-deps ." in pip and " -e " not in f" {pip} " and "--editable" not in pip
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert set(project["dependencies"]) <= set(requirements[flavour])
+    wanted = requirements[flavour]
     if target == "bot":
-        assert "tensorflow" not in pip and "[cpu]" not in pip and "[gpu]" not in pip and "musicnn" not in pip
+        assert not any("tensorflow" in r for r in wanted) and "musicnn" not in pip
         assert "ffmpeg" not in runs          # the bots upload audio to the classifier, which decodes
     else:
-        extra = "[gpu]" if target == "classifier-gpu" else "[cpu]"
-        other = "[cpu]" if extra == "[gpu]" else "[gpu]"
-        assert extra in pip and other not in pip
+        assert set(project["optional-dependencies"][flavour]) <= set(wanted)
+        assert any(r.startswith("tensorflow-cpu==" if flavour == "cpu" else "tensorflow[and-cuda]==") for r in wanted)
+        assert not any(r in wanted for o in others - {"bot"} for r in project["optional-dependencies"][o])
         assert "--no-deps musicnn==0.1.0" in pip
         assert "apt-get install -y --no-install-recommends ffmpeg" in runs and "rm -rf /var/lib/apt/lists/*" in runs
+
+
+def test_runtime_images_carry_the_installed_package_not_the_source(
+        dockerfile: tuple[dict[str, str], dict[str, Stage]]) -> None:
+    """Non-editable install: the targets copy /opt/venv only (the model files are package data inside it)."""
+    _, stages = dockerfile
+    for target in TARGETS:
+        copies = [a for stage in chain(stages, target) for a in stage.args("COPY") if "--from=" in a]
+        assert [a.split()[1:] for a in copies] == [["/opt/venv", "/opt/venv"]], (target, copies)
 
 
 @pytest.mark.parametrize("target", ["classifier", "classifier-gpu"])

@@ -17,6 +17,8 @@ import importlib.util
 import json
 import threading
 from dataclasses import dataclass
+from importlib import resources
+from importlib.abc import Traversable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -41,6 +43,7 @@ __all__ = [
 
 # Where each model's checkpoint sits inside the musicnn package (the only thing we use from it). msd_vgg is
 # not a Backbone (different network); only bench/second_backbone.py reads it.
+_MODEL_FILES = "classifier.model.files"   # the package that pyproject.toml maps onto models/
 _CHECKPOINT_DIRS = {"msd_musicnn": "MSD_musicnn", "mtt_musicnn": "MTT_musicnn", "msd_vgg": "MSD_vgg"}
 _BN_EPSILON = 1e-3   # tf.compat.v1.layers.batch_normalization's default
 _N_TIMBRAL = 204     # int(1.6 * 128) filters per timbral branch
@@ -91,14 +94,26 @@ class BackboneOutput:
     pooled: np.ndarray
 
 
-def models_root() -> Path:
-    """`<repo>/models`: one folder per model with params.json, labels.txt and MODEL_CARD.md."""
-    return Path(__file__).resolve().parents[2] / "models"
+def models_root() -> Traversable:
+    """The installed `models/` folder: one folder per model with params.json, labels.txt and MODEL_CARD.md.
+
+    pyproject.toml installs the top-level models/ as the package `classifier.model.files`; importlib.resources
+    finds it in a checkout (editable install) and in a wheel install alike.
+    """
+    return resources.files(_MODEL_FILES)
+
+
+def _model_file(name: str, file: str) -> Traversable:
+    path = models_root() / name / file
+    if not path.is_file():
+        known = sorted(p.name for p in models_root().iterdir() if p.is_dir() and (p / "params.json").is_file())
+        raise ValueError(f"unknown model {name!r} (no models/{name}/{file}); known: {known}")
+    return path
 
 
 def load_params(name: str) -> BackboneParams:
     """Read `models/<name>/params.json`; the name in the file must match the folder."""
-    data = json.loads((models_root() / name / "params.json").read_text(encoding="utf-8"))
+    data = json.loads(_model_file(name, "params.json").read_text(encoding="utf-8"))
     params = BackboneParams(**data)
     if params.name != name:
         raise ValueError(f"models/{name}/params.json names {params.name!r}")
@@ -107,7 +122,7 @@ def load_params(name: str) -> BackboneParams:
 
 def load_labels(name: str) -> tuple[str, ...]:
     """`models/<name>/labels.txt`, one tag per line, in network output order."""
-    lines = (models_root() / name / "labels.txt").read_text(encoding="utf-8").splitlines()
+    lines = _model_file(name, "labels.txt").read_text(encoding="utf-8").splitlines()
     return tuple(line for line in lines if line)
 
 

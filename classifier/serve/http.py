@@ -362,7 +362,7 @@ def make_app(settings: Settings, *, worker: ModelWorker | None = None) -> web.Ap
                              network_batch_size=min(settings.batch_size, settings.max_batch_size), **remote)
     if worker.on_batch is None:
         worker.on_batch = metrics.batch
-    app = web.Application(middlewares=[error_middleware, auth_middleware(settings.classifier_token)],
+    app = web.Application(middlewares=[error_middleware, auth_middleware(settings.classifier_token.get_secret_value())],
                           client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[WORKER] = worker

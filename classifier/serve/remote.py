@@ -74,7 +74,7 @@ class RemoteClassifier:
         if not settings.classifier_url:
             raise ValueError("RemoteClassifier needs settings.classifier_url")
         self._base = settings.classifier_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {settings.classifier_token}"} if settings.classifier_token else {}
+        self._headers = {"Authorization": f"Bearer {settings.classifier_token.get_secret_value()}"} if settings.classifier_token else {}
         self._timeout_s = settings.classifier_timeout_s
         self._attempts = max(1, attempts)
         self._session = session

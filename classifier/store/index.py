@@ -2,12 +2,20 @@
 
 Each track goes in with its embeddings in one transaction, so an interrupted enrolment leaves every
 track either fully there or absent, and a re-run skips what is already in (by content hash).
+
+The model registry stores each trained head's folder relative to the folder that holds the database: the data
+folder (`<SPY_DATA_DIR>/spy.sqlite3`, heads in `<SPY_DATA_DIR>/models/`). So `spy` finds the active model from
+any working folder, and the data folder can be moved or copied whole. The database's own folder is the anchor,
+not a setting, so every reader and writer agrees on it without being told (a database that SPY_DB_PATH puts
+outside the data folder gets absolute paths instead: it still works from any folder, but cannot be moved).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -20,7 +28,9 @@ from classifier import errors
 from classifier.model.heads import Dataset
 from classifier.store import db
 
-__all__ = ["Index", "TrackInfo", "ArtistSummary", "file_hash"]
+__all__ = ["Index", "TrackInfo", "ArtistSummary", "file_hash", "resolve_model_path", "stored_model_path"]
+
+log = logging.getLogger(__name__)
 
 
 def file_hash(path: Path, *, chunk: int = 1 << 20) -> str:
@@ -30,6 +40,38 @@ def file_hash(path: Path, *, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+_legacy_seen: set[Path] = set()     # legacy paths already warned about (active_model runs once per request)
+
+
+def stored_model_path(folder: Path, base: Path) -> str:
+    """How the registry writes a model's folder: relative to `base` (absolute) when inside it, else absolute."""
+    folder = Path(os.path.abspath(folder))
+    if folder.is_relative_to(base):
+        return folder.relative_to(base).as_posix()
+    return str(folder)
+
+
+def resolve_model_path(stored: str, base: Path) -> Path:
+    """The folder a registry row names, as an absolute path.
+
+    Absolute paths are taken as they are. Relative ones are relative to `base` (the database's folder), except
+    in databases written before that rule, whose relative paths meant the working folder of `spy train`
+    (`data/models/<id>`): if the folder is not under `base` but is there, that is the one.
+    """
+    path = Path(stored)
+    if path.is_absolute():
+        return path
+    inside = base / path
+    if not inside.exists() and path.exists():
+        legacy = Path(os.path.abspath(path))
+        if legacy not in _legacy_seen:
+            _legacy_seen.add(legacy)
+            log.warning("model folder %s is registered relative to the working folder (an older spy); "
+                        "run `spy train` again to register a model that works from any folder", stored)
+        return legacy
+    return inside
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +105,7 @@ def _track(row: sqlite3.Row) -> TrackInfo:
 class Index:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.folder = Path(os.path.abspath(self.path.parent))   # the data folder: the registry's paths are relative to it
         self.conn = db.connect(self.path)
 
     def close(self) -> None:
@@ -174,17 +217,21 @@ class Index:
     # -- model registry -----------------------------------------------------------------------------
     def register_model(self, model_id: str, *, arch: str, path: Path, artists: int, summary: dict[str, Any],
                        activate: bool = True) -> None:
+        """Record a saved model's folder (relative to the data folder when inside it) and maybe activate it."""
         with db.transaction(self.conn) as c:
             if activate:
                 c.execute("UPDATE models SET active = 0")
             c.execute("INSERT INTO models(id, created, arch, path, artists, summary, active) VALUES (?,?,?,?,?,?,?)",
-                      (model_id, time.time(), arch, str(path), artists, json.dumps(summary), int(activate)))
+                      (model_id, time.time(), arch, stored_model_path(path, self.folder), artists,
+                       json.dumps(summary), int(activate)))
 
     def active_model(self) -> dict[str, Any] | None:
+        """The active model's row; its "path" is the model's folder as an absolute `Path`."""
         row = self.conn.execute("SELECT * FROM models WHERE active = 1 ORDER BY created DESC LIMIT 1").fetchone()
         if row is None:
             return None
-        return {**dict(row), "summary": json.loads(row["summary"])}
+        return {**dict(row), "path": resolve_model_path(row["path"], self.folder),
+                "summary": json.loads(row["summary"])}
 
     def models(self) -> list[dict[str, Any]]:
         rows = self.conn.execute("SELECT id, created, arch, artists, active FROM models ORDER BY created DESC").fetchall()

@@ -17,7 +17,11 @@ _cache_lock = threading.Lock()
 
 
 def current_head(database: Path) -> Head | None:
-    """The active head from the registry in `database` (cached; a newly trained one is picked up on the next call)."""
+    """The active head from the registry in `database` (cached; a newly trained one is picked up on the next call).
+
+    The registry names the head's folder relative to the database's folder (the data folder), so this works
+    from any working folder and after the data folder moved.
+    """
     if not database.exists():
         return None
     with Index(database) as index:
@@ -27,7 +31,7 @@ def current_head(database: Path) -> Head | None:
     with _cache_lock:
         head = _cache.get(row["id"])
         if head is None:
-            folder = Path(row["path"])
+            folder: Path = row["path"]
             if not (folder / "head.json").exists():
                 raise errors.NoModel(f"The active model {row['id']} is missing from {folder}; run `spy train` again.")
             head = Head.load(folder)
