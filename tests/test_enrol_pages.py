@@ -215,7 +215,11 @@ def test_spread_windows_are_fetched_and_joined(settings: Settings, media_host: M
         middle = wave[int((k * 30 + 12) * SAMPLE_RATE):int((k * 30 + 13) * SAMPLE_RATE)]
         assert _pitch(middle) == pytest.approx(tone_hz((start + 12.5) % 180), abs=10)
     size = long_tracks["old.mp3"].stat().st_size
-    assert fetched.bytes_read < 0.25 * size, f"{fetched.bytes_read} of {size} bytes"
+    # The windows are 10 % of the file. What crosses the proxy is more: each open-ended range keeps streaming
+    # into loopback socket buffers (autotuned up to megabytes) until ffmpeg has its 30 s and hangs up, and a
+    # loaded machine lets more pile up (a full-suite run read 25 %+). Half the file still proves it was not read
+    # whole; the ranges themselves are checked exactly in the enrolment test below.
+    assert fetched.bytes_read < 0.5 * size, f"{fetched.bytes_read} of {size} bytes"
 
 
 # --- spy enrol ARTIST PAGE ----------------------------------------------------------------------------------------
