@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
-from scipy import ndimage
 
 from classifier.audio import fingerprint as fp
 from classifier.audio.fingerprint import Peaks
@@ -37,7 +36,7 @@ __all__ = ["TrackRef", "Match", "Candidate", "KnownTracks", "Peaks", "MIN_HITS",
 
 log = logging.getLogger(__name__)
 
-MIN_HITS = 8           # distinct query anchors on one line, and ...
+MIN_HITS = 12          # distinct query anchors on one line, and ...
 MIN_COVERAGE = 0.35    # ... this share of the clip's peaks confirmed: chosen on data (module docstring)
 _GAP_FRAMES = 1 << 14  # between tracks on the global timeline: 262 s, longer than any query we align
 _COARSE_SHIFT = 7      # coarse bins of 128 frames (2 s)
@@ -264,13 +263,7 @@ class KnownTracks:
         for c in top.tolist():
             if all(abs(c - d) > 2 for d in chosen):
                 chosen.append(c)
-        order = np.argsort(coarse, kind="stable")
-        sorted_c = coarse[order]
-        out = []
-        for c in chosen:
-            lo, hi = np.searchsorted(sorted_c, [c - 1, c + 2])
-            out.append(order[lo:hi])
-        return out
+        return [np.flatnonzero(np.abs(coarse - c) <= 1) for c in chosen]
 
     def _pitch_ok(self, s: np.ndarray, r: np.ndarray | float) -> np.ndarray:
         """Pitch shifts a DJ's deck produces at tempo ratio r: none (key lock) or the same ratio (vinyl),
@@ -348,8 +341,12 @@ class KnownTracks:
         n_bins = self.params.n_bins
         grid = np.zeros((int(g.max() - g.min()) + 5, n_bins + 2), bool)
         grid[ref_g, self.peak_f[lo:hi].astype(np.int64) + 1] = True
-        near = ndimage.maximum_filter(grid, size=(5, 3), mode="constant")
         ok = (f >= -1) & (f <= n_bins)
-        hit = np.zeros(g.size, bool)
-        hit[ok] = near[g[ok] - (g.min() - 2), f[ok] + 1]
-        return float(hit.mean())
+        row, col = g[ok] - (g.min() - 2), f[ok] + 1
+        hit = np.zeros(int(ok.sum()), bool)
+        for dt in range(-2, 3):                 # a +-2 frame, +-1 bin neighbourhood, probed directly
+            for df in (-1, 0, 1):
+                c = col + df
+                inside = (c >= 0) & (c < n_bins + 2)
+                hit[inside] |= grid[row[inside] + dt, c[inside]]
+        return float(hit.sum()) / g.size
