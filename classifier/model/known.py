@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MIN_HITS = 12          # distinct query anchors on one line, and ...
 MIN_COVERAGE = 0.35    # ... this share of the clip's peaks confirmed: chosen on data (module docstring)
+MAX_POSTINGS = 1000    # a (bin, shape) key met more often than this in the library is skipped at query time
 _GAP_FRAMES = 1 << 14  # between tracks on the global timeline: 262 s, longer than any query we align
 _COARSE_SHIFT = 7      # coarse bins of 128 frames (2 s)
 
@@ -101,7 +102,7 @@ class KnownTracks:
     def __init__(self, refs: list[TrackRef], bases: np.ndarray, lengths: np.ndarray, starts: np.ndarray,
                  frames: np.ndarray, peak_g: np.ndarray, peak_f: np.ndarray, params: fp.FingerprintParams, *,
                  min_coverage: float = MIN_COVERAGE, min_hits: int = MIN_HITS, max_shift_bins: int = 3,
-                 min_ratio: float = 0.90, max_ratio: float = 1.10) -> None:
+                 min_ratio: float = 0.90, max_ratio: float = 1.10, max_postings: int = MAX_POSTINGS) -> None:
         self.refs = refs
         self.bases = bases              # (n_tracks,) int64 global frame of each track's frame 0
         self.lengths = lengths          # (n_tracks,) int64 frames
@@ -113,11 +114,10 @@ class KnownTracks:
         self.min_coverage = min_coverage
         self.min_hits = min_hits
         self.max_shift_bins = max_shift_bins
+        self.max_postings = max_postings
         self.ratios = np.arange(min_ratio, max_ratio + 1e-9, 0.005)
         shifts = np.arange(-max_shift_bins, max_shift_bins + 1)
         self._allowed = self._pitch_ok(shifts[None, :], self.ratios[:, None]).astype(np.int64)   # (R, n_s)
-        total = int(bases[-1] + lengths[-1]) if len(refs) else 0
-        self._n_coarse = (total >> _COARSE_SHIFT) + 4
 
     # -- building --------------------------------------------------------------------------------
     @classmethod
@@ -235,6 +235,7 @@ class KnownTracks:
             key = ref_bin[ok] * space + h.shape[ok].astype(np.int64)
             lo = self.starts[key].astype(np.int64)
             cnt = self.starts[key + 1].astype(np.int64) - lo
+            cnt[cnt > self.max_postings] = 0        # a shape that common says little and costs much
             total = int(cnt.sum())
             if total == 0:
                 continue
@@ -249,20 +250,28 @@ class KnownTracks:
         return np.concatenate(tqs), np.concatenate(gs), np.concatenate(ss)
 
     def _regions(self, tq: np.ndarray, g: np.ndarray, *, n: int = 8) -> list[np.ndarray]:
-        """Index arrays of the hits in the n most voted 2-s regions of (g - tq), each +-1 region wide."""
+        """Index arrays of the hits in the n most voted 2-s regions of (g - tq), each +-1 region wide.
+
+        Votes go to a table of 2**18 slots (coarse region mod 2**18) rather than one counter per region
+        of a 500-hour timeline (14 M): a collision can only add a candidate, which the fine vote then
+        rejects, never hide the true one."""
         coarse = np.maximum(g - tq, 0) >> _COARSE_SHIFT
-        votes = np.bincount(coarse, minlength=self._n_coarse)
-        smooth = votes.copy()
-        smooth[1:] += votes[:-1]
-        smooth[:-1] += votes[1:]
-        top = np.argpartition(smooth, -n)[-n:] if smooth.size > n else np.arange(smooth.size)
-        top = top[smooth[top] >= 3]
+        mask = (1 << 18) - 1
+        votes = np.bincount(coarse & mask, minlength=mask + 1)
+        smooth = votes[(coarse - 1) & mask] + votes[coarse & mask] + votes[(coarse + 1) & mask]
+        # a region voted by fewer hits than half the decision's minimum cannot come near a match: skip
+        # them before the one sort, so its cost follows the few strong regions, not all the hits
+        strong = np.flatnonzero(smooth >= max(3, self.min_hits // 2))
+        regions, first = np.unique(coarse[strong], return_index=True)
+        strength = smooth[strong[first]]
+        top = np.argsort(-strength, kind="stable")[: 4 * n]
         # strongest first; drop regions adjacent to a stronger one (the same alignment seen twice)
-        top = top[np.argsort(-smooth[top], kind="stable")]
         chosen: list[int] = []
-        for c in top.tolist():
+        for c in regions[top].tolist():
             if all(abs(c - d) > 2 for d in chosen):
                 chosen.append(c)
+            if len(chosen) == n:
+                break
         return [np.flatnonzero(np.abs(coarse - c) <= 1) for c in chosen]
 
     def _pitch_ok(self, s: np.ndarray, r: np.ndarray | float) -> np.ndarray:
@@ -350,3 +359,4 @@ class KnownTracks:
                 inside = (c >= 0) & (c < n_bins + 2)
                 hit[inside] |= grid[row[inside] + dt, c[inside]]
         return float(hit.sum()) / g.size
+
