@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 MIN_HITS = 12          # distinct query anchors on one line, and ...
 MIN_COVERAGE = 0.35    # ... this share of the clip's peaks confirmed: chosen on data (module docstring)
-MAX_POSTINGS = 1000    # a (bin, shape) key met more often than this in the library is skipped at query time
+MAX_POSTINGS = 100     # a (bin, shape) key met more often than this in the library is skipped at query time
 _GAP_FRAMES = 1 << 14  # between tracks on the global timeline: 262 s, longer than any query we align
 _COARSE_SHIFT = 7      # coarse bins of 128 frames (2 s)
 
@@ -257,13 +257,19 @@ class KnownTracks:
         rejects, never hide the true one."""
         coarse = np.maximum(g - tq, 0) >> _COARSE_SHIFT
         mask = (1 << 18) - 1
-        votes = np.bincount(coarse & mask, minlength=mask + 1)
-        smooth = votes[(coarse - 1) & mask] + votes[coarse & mask] + votes[(coarse + 1) & mask]
-        # a region voted by fewer hits than half the decision's minimum cannot come near a match: skip
-        # them before the one sort, so its cost follows the few strong regions, not all the hits
-        strong = np.flatnonzero(smooth >= max(3, self.min_hits // 2))
-        regions, first = np.unique(coarse[strong], return_index=True)
-        strength = smooth[strong[first]]
+        slot = coarse & mask
+        votes = np.bincount(slot, minlength=mask + 1)
+        smooth = votes + np.roll(votes, 1) + np.roll(votes, -1)
+        # the strongest slots, then the regions of the hits that fell in them (few), voted exactly
+        best_slots = np.argpartition(smooth, -4 * n)[-4 * n:]
+        near_slots = np.concatenate([best_slots, (best_slots + 1) & mask, (best_slots - 1) & mask])
+        in_best = np.flatnonzero(np.isin(slot, near_slots))
+        regions, counts = np.unique(coarse[in_best], return_counts=True)
+        strength = counts.copy()
+        strength[1:] += np.where(np.diff(regions) == 1, counts[:-1], 0)
+        strength[:-1] += np.where(np.diff(regions) == 1, counts[1:], 0)
+        keep = strength >= 3
+        regions, strength = regions[keep], strength[keep]
         top = np.argsort(-strength, kind="stable")[: 4 * n]
         # strongest first; drop regions adjacent to a stronger one (the same alignment seen twice)
         chosen: list[int] = []
@@ -272,7 +278,8 @@ class KnownTracks:
                 chosen.append(c)
             if len(chosen) == n:
                 break
-        return [np.flatnonzero(np.abs(coarse - c) <= 1) for c in chosen]
+        near = coarse[in_best]
+        return [in_best[np.abs(near - c) <= 1] for c in chosen]
 
     def _pitch_ok(self, s: np.ndarray, r: np.ndarray | float) -> np.ndarray:
         """Pitch shifts a DJ's deck produces at tempo ratio r: none (key lock) or the same ratio (vinyl),
@@ -344,8 +351,9 @@ class KnownTracks:
         if inside.sum() < 10:
             return 0.0
         g, f = np.round(g[inside]).astype(np.int64), np.round(f[inside]).astype(np.int64)
-        lo = int(np.searchsorted(self.peak_g, g.min() - 2, side="left"))
-        hi = int(np.searchsorted(self.peak_g, g.max() + 3, side="left"))
+        # the probe in the array's own dtype: numpy would otherwise convert the whole array to compare
+        lo = int(np.searchsorted(self.peak_g, np.uint32(max(0, g.min() - 2)), side="left"))
+        hi = int(np.searchsorted(self.peak_g, np.uint32(g.max() + 3), side="left"))
         ref_g = self.peak_g[lo:hi].astype(np.int64) - (g.min() - 2)
         n_bins = self.params.n_bins
         grid = np.zeros((int(g.max() - g.min()) + 5, n_bins + 2), bool)
