@@ -125,3 +125,16 @@ def test_backfill_resumes_where_it_stopped_and_says_what_it_could_not_do(tmp_pat
         assert store.load(index.conn, link.id, V) is not None
         assert {p.track_id for p in store.missing(index.conn, V)} == {gone.id}
         assert all(store.load(index.conn, t.id, V) is not None for t in files)
+
+
+def test_enrolment_stores_the_fingerprint_of_each_added_track(wavs: list[Path], backbone, settings) -> None:  # noqa: ANN001
+    """The hook in enrol.py: the real enrolment path (decode, network, index), then the fingerprint."""
+    from classifier.training.enrol import Report, enrol_items, items_from_sources
+    with Index(settings.database) as index:
+        rep = enrol_items(items_from_sources("Iron Riff", [str(wavs[1])], Report()), index, backbone, settings,
+                          hop_s=3.0)
+        assert [o.status for o in rep.outcomes] == ["added"]
+        track = rep.outcomes[0].track
+        assert track is not None and store.count(index.conn, V) == (1, 1)
+        m = store.load_known(index.conn, V).match(decode.load(wavs[1], fp.PARAMS.sample_rate)[6 * 8000:16 * 8000])
+    assert m is not None and m.track_id == track.id and m.artist == "Iron Riff"
