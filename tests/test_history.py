@@ -56,7 +56,7 @@ def _version(path: Path) -> int:
 def test_an_empty_file_gets_the_whole_schema(tmp_path: Path) -> None:
     path = tmp_path / "new.sqlite3"
     History(path).close()
-    assert _version(path) == db.SCHEMA_VERSION == 2
+    assert _version(path) == db.SCHEMA_VERSION == 3
     assert {"artists", "tracks", "embeddings", "models", "history"} <= _tables(path)
     with Index(path) as index:                  # the index opens the same file without migrating again
         assert index.artists() == []
@@ -75,7 +75,7 @@ def test_a_v1_file_with_an_artist_index_is_migrated_and_keeps_it(tmp_path: Path)
         conn.commit()
     assert _version(path) == 1 and "history" not in _tables(path)
     with Store(path) as store:
-        assert _version(path) == 2
+        assert _version(path) == db.SCHEMA_VERSION
         record_id = store.add(platform="telegram", chat="1", user="1", source="voice note", result=canned_verdict())
         assert store.get(record_id) is not None
     with Index(path) as index:

@@ -82,6 +82,18 @@ MIGRATIONS: list[str] = [
     CREATE INDEX history_message ON history(platform, chat, message) WHERE message IS NOT NULL;
     CREATE INDEX history_corrected ON history(corrected_at) WHERE correction IS NOT NULL;
     """,
+    # 3: the known-track fingerprint of each enrolled track (classifier/store/fingerprints.py): its spectral
+    # peaks, from which the in-memory hash index is rebuilt at load, so re-hashing never needs the audio.
+    """
+    CREATE TABLE fingerprints (
+        track_id INTEGER PRIMARY KEY REFERENCES tracks(id) ON DELETE CASCADE,
+        version  TEXT NOT NULL,      -- FingerprintParams.version the peaks were made with
+        n_frames INTEGER NOT NULL,   -- the track's length in fingerprint frames
+        n_peaks  INTEGER NOT NULL,
+        peaks    BLOB NOT NULL,      -- zlib of uint32 frame deltas (n_peaks) then uint8 bins (n_peaks)
+        added    REAL NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

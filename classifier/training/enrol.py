@@ -19,6 +19,7 @@ from classifier.audio.decode import AUDIO_SUFFIXES
 from classifier.model.backbone import Backbone
 from classifier.settings import Settings
 from classifier.store.index import Index, TrackInfo, file_hash
+from classifier.training import fingerprints
 
 if TYPE_CHECKING:
     from classifier.sources.listing import Listing
@@ -194,4 +195,5 @@ def _enrol_file(item: Item, path: Path, source: str, index: Index, backbone: Bac
     track = index.add_track(artist=item.artist, title=item.title or path.stem, source=source,
                             duration_s=a.seconds, content_hash=digest, split=item.split, backbone=backbone.name,
                             hop_s=hop_s, starts=a.starts_s, embedding=a.embedding, pooled=a.pooled)
+    fingerprints.add(index, track, path)   # the known-track fingerprint; a failure leaves it to the backfill
     return Outcome(item, "added", f"{a.n_slices} slices, {a.seconds:.0f} s", track)
