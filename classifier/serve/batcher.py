@@ -9,6 +9,11 @@ costs about what one costs), and one owner means the model is loaded once and ne
 `max_batch_wait_ms`: a lone request pays a few milliseconds, and a burst shares one network call. While a
 batch runs, newer patches queue up; the next batch takes them at once, so under load nobody waits for the
 timer. A request's patches may be split across batches; its result is complete when every patch is back.
+
+Priorities: each request carries one (`INTERACTIVE` = 0 by default, `BULK` = 1). A batch takes the most
+urgent waiting patches first and fills what room is left with less urgent ones, so a long job (a whole DJ
+set analysed for a tracklist) that queues thousands of patches never holds a short identify back by more
+than the one batch already in the network.
 """
 
 from __future__ import annotations
@@ -31,9 +36,14 @@ from classifier.model.backbone import (
     load_params,
 )
 
-__all__ = ["ModelWorker", "Network", "BatchHook"]
+__all__ = ["ModelWorker", "Network", "BatchHook", "INTERACTIVE", "BULK"]
 
 log = logging.getLogger(__name__)
+
+INTERACTIVE = 0
+"""A person waits for the answer (identify, genre): its patches go first."""
+BULK = 1
+"""Long work nobody waits on batch by batch (a tracklist): it takes the room interactive patches leave."""
 
 
 class Network(Protocol):
@@ -62,6 +72,7 @@ class _Item:
     future: "asyncio.Future[BackboneOutput]"
     loop: asyncio.AbstractEventLoop
     enqueued: float
+    priority: int = INTERACTIVE
     taken: int = 0                 # patches already put into a batch
     done: int = 0                  # patches whose outputs are written
     cancelled: bool = False
@@ -151,8 +162,11 @@ class ModelWorker:
         with self._cond:
             return sum(it.n - it.taken for it in self._items if not it.cancelled)
 
-    async def predict(self, model: str, patches: np.ndarray) -> BackboneOutput:
-        """Run `model` over `patches` [shape=(n, frames, mels), float32] in the next batches; n may be 0."""
+    async def predict(self, model: str, patches: np.ndarray, *, priority: int = INTERACTIVE) -> BackboneOutput:
+        """Run `model` over `patches` [shape=(n, frames, mels), float32] in the next batches; n may be 0.
+
+        priority : lower goes first (`INTERACTIVE`, `BULK`); within a priority, first come first served.
+        """
         if model not in self._params:
             raise ValueError(f"this worker does not load {model!r}")
         x = np.asarray(patches, dtype=np.float32)
@@ -160,7 +174,7 @@ class ModelWorker:
             return BackboneOutput(np.zeros((0, 50), np.float32), np.zeros((0, 200), np.float32),
                                   np.zeros((0, 1506), np.float32))
         loop = asyncio.get_running_loop()
-        item = _Item(model, x, None, loop.create_future(), loop, time.monotonic())
+        item = _Item(model, x, None, loop.create_future(), loop, time.monotonic(), priority)
         self._enqueue(item, self._items)
         return await self._wait(item)
 
@@ -250,7 +264,7 @@ class ModelWorker:
                     return None
                 self._cond.wait()
                 continue
-            head = self._items[0]
+            head = min(self._items, key=lambda it: it.priority)    # the oldest of the most urgent
             wait = head.enqueued + self.max_wait_s - time.monotonic()
             if wait > 0 and not self._closing and self._queued(head.model) < self.max_batch_size:
                 self._cond.wait(wait)
@@ -268,10 +282,10 @@ class ModelWorker:
         return sum(it.n - it.taken for it in self._items if it.model == model)
 
     def _take(self, model: str) -> list[tuple[_Item, int, int]]:
-        """Up to max_batch_size patches of `model`, oldest requests first; a request may be split."""
+        """Up to max_batch_size patches of `model`, most urgent then oldest first; a request may be split."""
         room = self.max_batch_size
         batch: list[tuple[_Item, int, int]] = []
-        for it in list(self._items):
+        for it in sorted(self._items, key=lambda it: it.priority):     # stable: FIFO within a priority
             if it.model != model:
                 continue
             k = min(room, it.n - it.taken)
