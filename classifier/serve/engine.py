@@ -101,11 +101,6 @@ class Engine:
         self._fetcher: Fetcher | None = None
         self._warm = False
         self._starting: asyncio.Future[None] | None = None
-        m = self.metrics
-        m.gauge("spy_ready", "1 when the model is loaded and warm.", lambda: float(self.ready))
-        m.gauge("spy_queue_jobs", "Jobs held (waiting or running).", lambda: float(self.active))
-        m.gauge("spy_queue_jobs_limit", "max_queue_jobs.", lambda: float(settings.max_queue_jobs))
-        m.gauge("spy_queue_patches", "Patches waiting for a network batch.", self.worker.queued_patches)
 
     def __repr__(self) -> str:
         return f"Engine({', '.join(self.worker.names)}, ready={self.ready}, jobs={self.active})"

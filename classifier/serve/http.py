@@ -331,6 +331,13 @@ def make_app(settings: Settings, *, worker: ModelWorker | None = None, engine: E
     """
     if engine is None:
         engine = Engine(settings, worker=worker, auto_start=False)
+    # What /metrics exports beside the engine's counters; the autoscaler (deploy/classifier-hpa.yaml) scales
+    # replicas on spy_queue_jobs against spy_queue_jobs_limit.
+    m = engine.metrics
+    m.gauge("spy_ready", "1 when the model is loaded and warm.", lambda: float(engine.ready))
+    m.gauge("spy_queue_jobs", "Jobs held (waiting or running).", lambda: float(engine.active))
+    m.gauge("spy_queue_jobs_limit", "max_queue_jobs.", lambda: float(engine.settings.max_queue_jobs))
+    m.gauge("spy_queue_patches", "Patches waiting for a network batch.", engine.worker.queued_patches)
     app = web.Application(middlewares=[error_middleware, auth_middleware(settings.classifier_token)],
                           client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
