@@ -303,6 +303,27 @@ async def test_each_app_counts_only_its_own_jobs(tmp_path: Path, audio_dir: Path
     assert one["spy_slices_total", ()] == 7 and two["spy_slices_total", ()] == 0
 
 
+@pytest.mark.slow
+async def test_stages_run_beside_the_network_and_add_to_the_verdict(trained: Settings, audio_dir: Path) -> None:
+    seen: list[tuple[str, str, float, float]] = []
+
+    def matcher(clip: Any) -> dict[str, Any]:
+        seen.append((threading.current_thread().name, clip.path.name, clip.seek_s, clip.duration_s))
+        return {"match": {"title": "A known track"}}
+
+    def broken(clip: Any) -> dict[str, Any]:
+        raise RuntimeError("a stage that fails on silence")
+
+    async with Engine(trained, worker=fake_worker(), stages=[matcher]) as engine:
+        verdict = await engine.identify(Query(path=audio_dir / "loop.wav", at=2.0))
+        report = await engine.genre(Query(path=audio_dir / "loop.wav"))
+    assert verdict.extra == {"match": {"title": "A known track"}} and verdict.slices == 6 and report.slices == 7
+    assert len(seen) == 1 and seen[0][0].startswith("spy-decode") and seen[0][1:] == ("loop.wav", 2.0, 120.0)
+    async with Engine(trained, worker=fake_worker(), stages=[broken]) as engine:
+        with pytest.raises(errors.Silent):                     # the clip's own refusal, not the stage's error
+            await engine.identify(Query(path=audio_dir / "silence.wav"))
+
+
 # --- the API with the stand-in network ------------------------------------------------------------------------
 
 async def test_probes_and_the_api_description(client: TestClient) -> None:

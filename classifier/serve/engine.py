@@ -19,8 +19,10 @@ What comes next, and where it plugs in (not built yet):
   its own, so short jobs never queue behind hours of decoding) with priority `batcher.BULK`, so its patches
   only fill the room interactive patches leave in each batch; its own admission count beside max_queue_jobs
   (a setting such as max_tracklist_jobs) and no request deadline; progress comes from the same callback.
-- Known-track fingerprint matching before the style vote: a step in `run` between `scoring.analyse` and the
-  vote (marked there); its result goes into `Verdict.extra["match"]`, which `Verdict.to_dict` then renders.
+- Known-track fingerprint matching before the style vote: a `Stage` (the `stages` argument). Each stage gets
+  the clip in a decode-pool thread while the network scores it, and what it returns is merged into the
+  verdict's `extra` (a matcher returns {"match": ...}); `Verdict.to_dict` has to render `extra["match"]`
+  for it to reach the JSON (model/verdict.py, not this layer).
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
 
 from classifier import errors
 from classifier.model.heads import Head
@@ -51,11 +53,16 @@ from classifier.store import registry
 if TYPE_CHECKING:  # pragma: no cover
     from classifier.sources.fetch import Fetcher
 
-__all__ = ["Engine", "Job", "Kind", "unavailable"]
+__all__ = ["Engine", "Job", "Kind", "Stage", "unavailable"]
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["identify", "genre"]
+
+Stage = Callable[[clips.Clip], Mapping[str, Any]]
+"""stage(clip) -> fields for `Verdict.extra`: a step of an identify job beside the network, before the vote.
+Blocking; it runs in a decode-pool thread while the clip is scored and may read `clip.path` from `clip.seek_s`
+for `clip.duration_s`. A refusal of the clip by the analysis wins over whatever a stage raises."""
 
 _NOT_READY_RETRY_S = 5.0
 _RATE_WINDOW_S = 30.0        # Retry-After is estimated from the jobs finished in this window
@@ -80,11 +87,14 @@ class Engine:
     metrics : where to count (default: a fresh registry of this engine's own)
     auto_start : load the networks on the first call (in-process); the service starts the engine itself and
         answers 503 until it is ready, so it passes False
+    stages : steps of every identify job before the vote (see `Stage`), e.g. known-track matching
     """
 
     def __init__(self, settings: Settings, *, worker: ModelWorker | None = None, metrics: Metrics | None = None,
-                 genre_models: Sequence[str] = ("msd_musicnn", "mtt_musicnn"), auto_start: bool = True) -> None:
+                 genre_models: Sequence[str] = ("msd_musicnn", "mtt_musicnn"), auto_start: bool = True,
+                 stages: Sequence[Stage] = ()) -> None:
         self.settings = settings
+        self.stages = tuple(stages)
         self.metrics = metrics if metrics is not None else Metrics()
         self.worker = worker if worker is not None else _default_worker(settings, genre_models)
         if self.worker.on_batch is None:
@@ -237,13 +247,14 @@ class Engine:
             names = (head.backbone,) if head is not None else self.worker.names
             lane = scoring.Lane(self._pool, self._decoding, job.priority)
             async with self._clip(query, progress) as clip:
-                analysis, clip = await scoring.analyse(
-                    clip, names, worker=self.worker, lane=lane, settings=s, progress=progress,
-                    keep_pooled=head is not None and head.config.feature == "pooled")
-            # (next: known-track fingerprint matching runs here, before the style vote; see the module docstring)
+                scored = scoring.analyse(clip, names, worker=self.worker, lane=lane, settings=s, progress=progress,
+                                         keep_pooled=head is not None and head.config.feature == "pooled")
+                (analysis, clip), extra = await self._beside(scored, clip, self.stages if head is not None else ())
             if head is not None:
                 answer: Verdict | GenreReport = await self.worker.call(
                     functools.partial(pipeline.verdict, head, analysis, clip.display, clip.hint))
+                if extra:
+                    answer = replace(answer, extra={**answer.extra, **extra})
             else:
                 answer = pipeline.genre_report(analysis, clip.display, clip.hint)
         except errors.SpyError as exc:
@@ -253,6 +264,21 @@ class Engine:
         if progress is not None:
             await progress("done", 1, 1)   # the last await: a front end may close its status right after
         return answer
+
+    async def _beside(self, scored: Any, clip: clips.Clip, stages: Sequence[Stage]) -> tuple[Any, dict[str, Any]]:
+        """Await the clip's analysis with the stages running beside it in the pool; the analysis' error first."""
+        if not stages:
+            return await scored, {}
+        loop = asyncio.get_running_loop()
+        done = await asyncio.gather(scored, *(loop.run_in_executor(self._pool, stage, clip) for stage in stages),
+                                    return_exceptions=True)
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        extra: dict[str, Any] = {}
+        for fields in done[1:]:
+            extra.update(fields)
+        return done[0], extra
 
     async def head(self) -> Head:
         """The active artist head (loaded in the model thread, where TensorFlow lives), or NoModel."""
