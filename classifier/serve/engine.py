@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Literal, Mapping, Sequence
 
 from classifier import errors
 from classifier.model.heads import Head
@@ -51,6 +51,7 @@ from classifier.settings import Settings
 from classifier.store import registry
 
 if TYPE_CHECKING:  # pragma: no cover
+    from classifier.pipeline import Analysis
     from classifier.sources.fetch import Fetcher
 
 __all__ = ["Engine", "Job", "Kind", "Stage", "unavailable"]
@@ -208,6 +209,7 @@ class Engine:
                     yield job
             except TimeoutError:
                 if deadline.expired():
+                    log.info("job %d %s refused: deadline (ran past %g s)", job.id, kind, s.request_deadline_s)
                     raise errors.DeadlineExceeded(detail=f"job {job.id} ran past {s.request_deadline_s} s") from None
                 raise
 
@@ -265,7 +267,8 @@ class Engine:
             await progress("done", 1, 1)   # the last await: a front end may close its status right after
         return answer
 
-    async def _beside(self, scored: Any, clip: clips.Clip, stages: Sequence[Stage]) -> tuple[Any, dict[str, Any]]:
+    async def _beside(self, scored: Awaitable[tuple[Analysis, clips.Clip]], clip: clips.Clip,
+                      stages: Sequence[Stage]) -> tuple[tuple[Analysis, clips.Clip], dict[str, Any]]:
         """Await the clip's analysis with the stages running beside it in the pool; the analysis' error first."""
         if not stages:
             return await scored, {}
@@ -277,8 +280,8 @@ class Engine:
                 raise outcome
         extra: dict[str, Any] = {}
         for fields in done[1:]:
-            extra.update(fields)
-        return done[0], extra
+            extra.update(fields)          # type: ignore[arg-type]  # not an exception: raised above
+        return done[0], extra             # type: ignore[return-value]
 
     async def head(self) -> Head:
         """The active artist head (loaded in the model thread, where TensorFlow lives), or NoModel."""

@@ -2,7 +2,7 @@
 
 Files are uploaded as a raw body with an audio content type (`?at=&seconds=&name=`); links go as JSON
 `{"url", "at", "seconds"}` and the service fetches them. The service's errors come back as the same
-`classifier.errors` classes (by their code), so a front end cannot tell this from LocalClassifier.
+`classifier.errors` classes (by their code), so a front end cannot tell this from the in-process Engine.
 429 and 503 answers that carry `Retry-After` are retried after that many seconds, within the call's
 overall timeout (`classifier_timeout_s`); a service that cannot be reached is `ClassifierUnavailable`.
 """
