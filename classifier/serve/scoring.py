@@ -85,6 +85,8 @@ async def analyse(clip: clips.Clip, names: tuple[str, ...], *, worker: ModelWork
     except BaseException:
         for task in scored:          # a job gone (error, deadline, hang-up): its patches leave the queue
             task.cancel()
+        if scored:                   # ... before the job ends, so nobody sees them queued after it
+            await asyncio.wait(scored)
         raise
     network = time.perf_counter() - t_net if results else 0.0
     await report.finished()
