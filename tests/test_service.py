@@ -229,6 +229,23 @@ async def test_interactive_patches_go_before_queued_bulk_patches() -> None:
     np.testing.assert_array_equal(long_out.embedding, fake_outputs(long_set).embedding)
 
 
+async def test_a_lone_request_does_not_wait_for_a_batch_nobody_else_can_fill() -> None:
+    others = [False]
+    worker = fake_worker(names=("msd_musicnn",), max_batch_wait_ms=2000, may_fill=lambda: others[0])
+    await worker.start()
+    try:
+        t0 = time.monotonic()
+        await worker.predict("msd_musicnn", _patches(3, 0))
+        alone = time.monotonic() - t0
+        others[0] = True
+        t0 = time.monotonic()
+        await worker.predict("msd_musicnn", _patches(3, 1))
+        waited = time.monotonic() - t0
+    finally:
+        await worker.close()
+    assert alone < 1.0 <= waited          # 2 s of max_batch_wait_ms: skipped alone, served with others about
+
+
 async def test_a_closed_worker_refuses_work() -> None:
     worker = fake_worker(names=("msd_musicnn",))
     await worker.start()

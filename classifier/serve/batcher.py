@@ -117,6 +117,8 @@ class ModelWorker:
     names : the backbones to load (all must share DSP params for a request to use several)
     max_batch_size : most patches gathered into one batch (from any number of requests)
     max_batch_wait_ms : how long the oldest waiting patch may wait for the batch to fill
+    may_fill : whether anyone else could add patches now (the engine: another job is in flight); when it
+        says no, a batch runs at once instead of waiting for patches that cannot come. Default: always wait.
     network_batch_size : patches per network call within a batch (default: max_batch_size). On a CPU the
         cost per patch is flat in the batch size while activation memory grows with it (chunks of 16: 1.2 GB
         RSS; one call of 64: 2.3 GB, both backbones), so CPU hosts keep this small; GPU hosts raise it.
@@ -126,7 +128,8 @@ class ModelWorker:
 
     def __init__(self, names: Sequence[str] = ("msd_musicnn", "mtt_musicnn"), *, max_batch_size: int = 64,
                  max_batch_wait_ms: float = 10.0, network_batch_size: int | None = None,
-                 on_batch: BatchHook | None = None, loader: Callable[[str], Network] = _load_backbone) -> None:
+                 on_batch: BatchHook | None = None, loader: Callable[[str], Network] = _load_backbone,
+                 may_fill: Callable[[], bool] | None = None) -> None:
         if max_batch_size < 1 or (network_batch_size is not None and network_batch_size < 1):
             raise ValueError("batch sizes must be >= 1")
         self.names = tuple(names)
@@ -135,7 +138,8 @@ class ModelWorker:
         self.max_wait_s = max(0.0, max_batch_wait_ms / 1000.0)
         self._params = {n: load_params(n) for n in self.names}
         self._labels = {n: load_labels(n) for n in self.names}
-        self.on_batch = on_batch     # set by the service to its metrics before start()
+        self.on_batch = on_batch     # set by the engine to its metrics before start()
+        self.may_fill = may_fill     # set by the engine before start()
         self._loader = loader
         self._nets: dict[str, Network] = {}
         self._cond = threading.Condition()
@@ -266,7 +270,8 @@ class ModelWorker:
                 continue
             head = min(self._items, key=lambda it: it.priority)    # the oldest of the most urgent
             wait = head.enqueued + self.max_wait_s - time.monotonic()
-            if wait > 0 and not self._closing and self._queued(head.model) < self.max_batch_size:
+            if wait > 0 and not self._closing and self._queued(head.model) < self.max_batch_size \
+                    and (self.may_fill is None or self.may_fill()):
                 self._cond.wait(wait)
                 continue
             return head.model, self._take(head.model)

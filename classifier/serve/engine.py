@@ -100,6 +100,9 @@ class Engine:
         self.worker = worker if worker is not None else _default_worker(settings, genre_models)
         if self.worker.on_batch is None:
             self.worker.on_batch = self.metrics.batch
+        if self.worker.may_fill is None:
+            # Waiting for a batch to fill pays only if another job can add to it; a lone job goes at once.
+            self.worker.may_fill = lambda: self.active > 1
         self.auto_start = auto_start
         self.slots = max(1, settings.max_concurrent_decodes)
         self._pool = ThreadPoolExecutor(self.slots, thread_name_prefix="spy-decode")
