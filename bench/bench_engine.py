@@ -8,8 +8,10 @@ from a temporary file): fetch -> decode -> network -> head in one worker thread 
 Both run in this process on the same cached networks, with the same settings and the same trained head
 (five procedural artists, generated and trained here first; nothing is downloaded). Each is started and
 warmed with two calls first, then the two alternate call by call, so a neighbour's load on a shared CPU
-falls on both alike. Prints wall time per call (median, mean, best) for identify and genre, the machine's
-load before and after, and whether both gave the same answer.
+falls on both alike. Prints wall time per call (median, mean, best) and CPU seconds per call (this process,
+all its threads, plus the ffmpeg/ffprobe children it reaped: a cost a neighbour's load does not inflate the
+way it inflates wall time) for identify and genre, the machine's load before and after, and whether both gave
+the same answer.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ def _trained(folder: Path) -> Any:
     return s
 
 
+def _cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def _load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
@@ -77,6 +84,7 @@ async def _bench(settings: Any, clip: Path, rounds: int, old_cls: Any) -> None:
     query = Query(path=clip, label="clip30")
     old, new = old_cls(settings), Engine(settings)
     times: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     answers: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         for clf in (old, new):
@@ -88,9 +96,10 @@ async def _bench(settings: Any, clip: Path, rounds: int, old_cls: Any) -> None:
         for _ in range(rounds):
             for kind in ("identify", "genre"):
                 for name, clf in (("old", old), ("new", new)):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), _cpu_s()
                     answer = await (clf.identify(query) if kind == "identify" else clf.genre(query))
                     times.setdefault((kind, name), []).append(time.perf_counter() - t0)
+                    cpu.setdefault((kind, name), []).append(_cpu_s() - c0)
                     d = answer.to_dict()
                     del d["timings"]
                     answers[kind, name] = d
@@ -98,15 +107,19 @@ async def _bench(settings: Any, clip: Path, rounds: int, old_cls: Any) -> None:
     finally:
         await old.aclose()
         await new.aclose()
-    print(f"\n{'call':10s} {'classifier':34s} {'median s':>9s} {'mean s':>8s} {'best s':>8s}")
+    print(f"\n{'call':10s} {'classifier':34s} {'median s':>9s} {'mean s':>8s} {'best s':>8s} {'CPU s':>7s}")
     for kind in ("identify", "genre"):
         for name, label in (("old", "LocalClassifier (pipeline.analyse)"), ("new", "Engine (pool + ModelWorker)")):
             t = times[kind, name]
-            print(f"{kind:10s} {label:34s} {statistics.median(t):9.3f} {statistics.mean(t):8.3f} {min(t):8.3f}")
+            print(f"{kind:10s} {label:34s} {statistics.median(t):9.3f} {statistics.mean(t):8.3f} {min(t):8.3f} "
+                  f"{statistics.median(cpu[kind, name]):7.3f}")
         ratio = statistics.median(times[kind, "new"]) / statistics.median(times[kind, "old"])
+        cpu_ratio = statistics.median(cpu[kind, "new"]) / statistics.median(cpu[kind, "old"])
         same = answers[kind, "old"] == answers[kind, "new"]
-        print(f"{kind:10s} new/old median {ratio:.2f}; same answer (JSON without timings): {same}")
-    print(f"\n{rounds} alternating rounds after two warm-up calls each; {os.cpu_count()} CPUs; 30-s MP3 clip")
+        print(f"{kind:10s} new/old: wall median {ratio:.2f}, CPU median {cpu_ratio:.2f}; "
+              f"same answer (JSON without timings): {same}")
+    print(f"\n{rounds} alternating rounds after two warm-up calls each; {os.cpu_count()} CPUs; 30-s MP3 clip; "
+          "CPU s is the median per call")
 
 
 def main() -> None:
