@@ -22,7 +22,6 @@ import sys
 from classifier import errors, logs
 from classifier.serve.api import Classifier
 from classifier.serve.client import make_classifier
-from classifier.serve.local import LocalClassifier
 from classifier.settings import Settings, load_settings
 from classifier.store.history import History
 
@@ -39,8 +38,7 @@ async def run(settings: Settings, *, classifier: Classifier | None = None,
         if classifier is None:
             classifier = make_classifier(settings)
             stack.push_async_callback(classifier.aclose)
-            if isinstance(classifier, LocalClassifier):
-                await classifier.start()           # load the networks before the first user waits on them
+            await classifier.start()               # in-process: load the networks before the first user waits
         history = History(settings.database, retention_days=settings.history_retention_days)
         stack.callback(history.close)                  # closed last: after both bots have stopped
         stack.push_async_callback(_cancel, asyncio.create_task(history.prune_periodically(), name="history-prune"))

@@ -111,7 +111,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from classifier.model import heads
     from classifier.model.backbone import Backbone
     from classifier.serve.api import Query
-    from classifier.serve.local import LocalClassifier
+    from classifier.serve.engine import Engine
     from classifier.store.index import Index
     from classifier.training import demo, train
     from classifier.training.enrol import (
@@ -138,7 +138,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     heldout = folder / "audio" / "heldout" / "deep-pulse.wav"
 
     async def run() -> tuple[dict[str, Any], dict[str, Any]]:
-        async with LocalClassifier(settings) as clf:
+        async with Engine(settings) as clf:
             q = Query(path=heldout, label="held-out track by 'Deep Pulse'")
             return (await clf.identify(q)).to_dict(), (await clf.genre(q)).to_dict()
 

@@ -165,6 +165,7 @@ def register(sub: Any) -> None:
         sp.add_argument("source", help="an audio/video file, or a YouTube/SoundCloud link")
         sp.add_argument("--at", help="start time, e.g. 1:02:03 (wins over a time in the link or typed with it)")
         sp.add_argument("--seconds", type=_seconds, default=None,
-                        help="how much to analyse from the start (default: the whole file, or the fetch window for links)")
+                        help="how much to analyse from the start (default and most: max_clip_seconds for files, "
+                             "the fetch window for links)")
         sp.add_argument("--json", action="store_true", help="print the stable JSON shape")
         sp.set_defaults(func=cmd_genre if name == "genre" else cmd_identify)

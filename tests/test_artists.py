@@ -11,7 +11,7 @@ import pytest
 from classifier import errors, pipeline
 from classifier.model import heads
 from classifier.serve.api import Query
-from classifier.serve.local import LocalClassifier
+from classifier.serve.engine import Engine
 from classifier.settings import Settings
 from classifier.store import registry
 from classifier.store.index import Index
@@ -64,7 +64,7 @@ def test_training_needs_two_artists(tmp_path: Path) -> None:
 
 def test_identify_without_model_tells_operator(tmp_path: Path, audio_dir: Path) -> None:
     async def run() -> None:
-        clf = LocalClassifier(Settings(data_dir=tmp_path))
+        clf = Engine(Settings(data_dir=tmp_path))
         try:
             with pytest.raises(errors.NoModel) as info:
                 await clf.identify(Query(path=audio_dir / "loop.wav"))
@@ -77,7 +77,7 @@ def test_identify_without_model_tells_operator(tmp_path: Path, audio_dir: Path) 
 
 def test_local_classifier_identify_json_shape(trained: Settings, audio_dir: Path) -> None:
     async def run() -> dict:
-        async with LocalClassifier(trained) as clf:
+        async with Engine(trained) as clf:
             return (await clf.identify(Query(path=audio_dir / "loop.mp3", label="loop"))).to_dict()
 
     d = asyncio.run(run())

@@ -25,7 +25,7 @@ from bot.core import CHART_NAME
 from bot.history import link_at
 from classifier.logs import quiet_secrets
 from classifier.model.verdict import Verdict
-from classifier.serve.local import LocalClassifier
+from classifier.serve.engine import Engine
 from classifier.settings import Settings
 from classifier.store.history import History
 from classifier.training import demo
@@ -97,7 +97,7 @@ def _assert_answer(ask: Ask, top: str) -> dict[str, Any]:
 
 async def test_identify_a_timestamped_link(discord_api: FakeDiscord, trained5: Settings, media: MediaHost) -> None:
     settings = trained5.replace(fetch_extra_hosts=(media.hostport,), fetch_window_seconds=15.0)
-    clf = LocalClassifier(settings)
+    clf = Engine(settings)
     link = media.url("iron-riff.mp3")
     try:
         async with discord_running(discord_api, settings, clf):
@@ -115,7 +115,7 @@ async def test_identify_a_timestamped_link(discord_api: FakeDiscord, trained5: S
 
 
 async def test_identify_an_audio_attachment(discord_api: FakeDiscord, trained5: Settings, audio_dir: Path,
-                                            local: LocalClassifier) -> None:
+                                            local: Engine) -> None:
     async with discord_running(discord_api, trained5, local):
         mp3 = discord_api.attachment((audio_dir / "loop.mp3").read_bytes(), "loop.mp3", "audio/mpeg")
         ask = await discord_api.slash("identify", discord_api.user(), file=mp3)
@@ -129,7 +129,7 @@ async def test_identify_an_audio_attachment(discord_api: FakeDiscord, trained5: 
 
 
 async def test_the_context_menu_on_a_voice_message(discord_api: FakeDiscord, trained5: Settings, audio_dir: Path,
-                                                   local: LocalClassifier) -> None:
+                                                   local: Engine) -> None:
     async with discord_running(discord_api, trained5, local):
         ada, bob = discord_api.user(1, "ada"), discord_api.user(2, "bob")
         voice = discord_api.attachment((audio_dir / "voice.ogg").read_bytes(), "voice-message.ogg", "audio/ogg",

@@ -19,7 +19,7 @@ import pytest
 from bot import replies
 from bot.__main__ import run
 from classifier import errors
-from classifier.serve.local import LocalClassifier
+from classifier.serve.engine import Engine
 from classifier.settings import Settings
 from tests.fakes.classifier import StubClassifier, down
 from tests.fakes.discord_api import (  # noqa: F401 (fixture)
@@ -88,7 +88,7 @@ async def test_an_empty_voice_message_from_the_context_menu(discord_api: FakeDis
 async def test_a_pdf_renamed_mp3_is_downloaded_and_refused_by_the_decoder(discord_api: FakeDiscord,
                                                                           trained5: Settings,
                                                                           audio_dir: Path) -> None:
-    clf = LocalClassifier(trained5)
+    clf = Engine(trained5)
     try:
         async with discord_running(discord_api, trained5, clf):
             song = discord_api.attachment((audio_dir / "song.mp3").read_bytes(), "song.mp3", "audio/mpeg")

@@ -134,7 +134,8 @@ def _layer(module: str) -> str | None:
 
 
 def test_the_walker_sees_the_packages() -> None:
-    assert {"classifier.pipeline", "classifier.serve.api", "bot.telegram_app", "bot.core", "spy.cli"} <= set(MODULES)
+    assert {"classifier.pipeline", "classifier.serve.api", "classifier.serve.engine", "bot.telegram_app", "bot.core",
+            "spy.cli"} <= set(MODULES)
     graph = _graph()
     assert "classifier.model.heads" in graph["classifier.pipeline"]
 

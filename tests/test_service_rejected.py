@@ -22,6 +22,7 @@ from tests.test_service import (
     FakeNet,
     fake_worker,
     running,
+    scraped,
     service_settings,
 )
 
@@ -168,9 +169,16 @@ async def test_unusable_audio_is_422(client: TestClient, audio_dir: Path, name: 
     await expect(resp, status, code, says)
 
 
-async def test_a_start_past_the_end_is_too_short(client: TestClient, audio_dir: Path) -> None:
+async def test_a_start_near_the_end_is_too_short(client: TestClient, audio_dir: Path) -> None:
     resp = await client.post("/v1/genre", data=(audio_dir / "tone.wav").read_bytes(), headers=WAV, params={"at": "0:07"})
-    await expect(resp, 422, "too_short", "from 0:07 there is less than 3 s left")
+    await expect(resp, 422, "too_short", "That audio is 8 s long: from 0:07 there is less than 3 s left to hear.")
+
+
+@pytest.mark.parametrize("at", ["0:08", "1:00:00"])
+async def test_a_start_past_the_end_gives_the_length(client: TestClient, audio_dir: Path, at: str) -> None:
+    resp = await client.post("/v1/genre", data=(audio_dir / "tone.wav").read_bytes(), headers=WAV, params={"at": at})
+    body = await expect(resp, 400, "bad_source")
+    assert body["message"] == f"That file is 0:08 long: there is nothing at {at}."
 
 
 async def test_identify_without_a_trained_model_is_503_no_model(client: TestClient, audio_dir: Path) -> None:
@@ -210,13 +218,13 @@ async def test_a_bad_time_on_a_link_is_400(client: TestClient) -> None:
 async def test_a_full_queue_is_429_with_retry_after(tmp_path: Path, audio_dir: Path) -> None:
     app = service.make_app(service_settings(tmp_path, max_queue_jobs=2), worker=fake_worker())
     async with running(app) as client:
-        jobs = app[service.JOBS]
-        with jobs.admit(), jobs.admit():                        # two jobs held: the queue is full
+        engine = app[service.ENGINE]
+        with engine.admit(), engine.admit():                    # two jobs held: the queue is full
             resp = await client.post("/v1/genre", data=(audio_dir / "loop.wav").read_bytes(), headers=WAV)
             body = await expect(resp, 429, "busy", "busy")
             assert int(resp.headers["Retry-After"]) >= 1 and body["retry_after_s"] >= 1
             metrics = await (await client.get("/metrics")).text()
-            assert "spy_queue_jobs 2" in metrics
+            assert scraped(metrics)["spy_queue_jobs", ()] == 2
         resp = await client.post("/v1/genre", data=(audio_dir / "loop.wav").read_bytes(), headers=WAV)
         assert resp.status == 200                               # a place is free again
 
@@ -230,7 +238,7 @@ async def test_only_requests_past_the_queue_bound_get_429(tmp_path: Path, audio_
         gate.clear()
         body = (audio_dir / "loop.wav").read_bytes()
         held = [asyncio.ensure_future(client.post("/v1/genre", data=body, headers=WAV)) for _ in range(3)]
-        while app[service.JOBS].active < 3:
+        while app[service.ENGINE].active < 3:
             await asyncio.sleep(0.01)
         extra = await asyncio.gather(*(client.post("/v1/genre", data=body, headers=WAV) for _ in range(4)))
         assert [r.status for r in extra] == [429] * 4
@@ -244,7 +252,7 @@ async def test_a_job_past_its_deadline_is_504(tmp_path: Path, audio_dir: Path) -
     async with running(app) as client:
         resp = await client.post("/v1/genre", data=(audio_dir / "loop.wav").read_bytes(), headers=WAV)
         await expect(resp, 504, "deadline", "longer than I allow")
-        assert app[service.JOBS].active == 0
+        assert app[service.ENGINE].active == 0
 
 
 async def test_requests_before_the_model_is_ready_are_503_with_retry_after(tmp_path: Path, audio_dir: Path) -> None:

@@ -20,7 +20,7 @@ from bot.__main__ import run
 from bot.charts import MAX_PNG_BYTES
 from classifier import errors
 from classifier.logs import quiet_secrets
-from classifier.serve.local import LocalClassifier
+from classifier.serve.engine import Engine
 from classifier.settings import Settings
 from classifier.training import demo
 from tests.fakes.classifier import StubClassifier, local_fixture, media_fixture  # noqa: F401 (fixtures)
@@ -67,7 +67,7 @@ def _assert_top5(final: str, top: str) -> None:
 
 
 async def test_a_voice_note_gets_progress_edits_five_artists_a_genre_and_a_chart(
-        trained5: Settings, audio_dir: Path, local: LocalClassifier) -> None:
+        trained5: Settings, audio_dir: Path, local: Engine) -> None:
     async with FakeBotAPI() as api, bot_running(api, trained5, local):
         user = api.user()
         chat = api.private_chat(user)
@@ -88,7 +88,7 @@ async def test_a_voice_note_gets_progress_edits_five_artists_a_genre_and_a_chart
 @pytest.mark.parametrize("form", ["arguments", "reply"])
 async def test_a_timestamped_link_is_fetched_from_that_moment(trained5: Settings, media: MediaHost, form: str) -> None:
     settings = trained5.replace(fetch_extra_hosts=(media.hostport,), fetch_window_seconds=15.0)
-    local = LocalClassifier(settings)
+    local = Engine(settings)
     link = media.url("iron-riff.mp3")
     try:
         async with FakeBotAPI() as api, bot_running(api, settings, local):
@@ -115,7 +115,7 @@ async def test_a_timestamped_link_is_fetched_from_that_moment(trained5: Settings
 
 
 async def test_genre_as_a_reply_to_a_voice_note_in_a_group(trained5: Settings, audio_dir: Path,
-                                                           local: LocalClassifier) -> None:
+                                                           local: Engine) -> None:
     async with FakeBotAPI() as api, bot_running(api, trained5, local):
         user = api.user()
         group = api.group_chat()
@@ -133,7 +133,7 @@ async def test_genre_as_a_reply_to_a_voice_note_in_a_group(trained5: Settings, a
     _assert_png(png)
 
 
-async def test_start_help_about_and_the_command_menu(trained5: Settings, local: LocalClassifier) -> None:
+async def test_start_help_about_and_the_command_menu(trained5: Settings, local: Engine) -> None:
     async with FakeBotAPI() as api, bot_running(api, trained5, local):
         user = api.user()
         chat = api.private_chat(user)

@@ -18,7 +18,7 @@ import pytest
 from bot import replies
 from bot.__main__ import run
 from classifier import errors
-from classifier.serve.local import LocalClassifier
+from classifier.serve.engine import Engine
 from classifier.serve.remote import RemoteClassifier
 from classifier.settings import Settings
 from spy.cli import main as cli_main
@@ -97,7 +97,7 @@ async def test_the_cloud_api_refusing_a_big_file_is_explained(settings: Settings
 
 async def test_a_pdf_renamed_mp3_is_downloaded_and_refused_by_the_decoder(trained5: Settings,
                                                                           audio_dir: Path) -> None:
-    clf = LocalClassifier(trained5)
+    clf = Engine(trained5)
     try:
         async with FakeBotAPI() as api, bot_running(api, trained5, clf):
             user = api.user()

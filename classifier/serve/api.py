@@ -1,7 +1,8 @@
 """The Classifier protocol every front end talks to, and the values it takes.
 
     Classifier (Protocol)
-    ├── LocalClassifier    (serve/local.py) the embedded default: the network runs in this process
+    ├── Engine             (serve/engine.py) the embedded default: the network runs in this process;
+    │                      `spy serve` runs the same engine behind its HTTP routes
     └── RemoteClassifier   (serve/remote.py) the same calls over HTTP to `spy serve`
 
 A front end does three things: build a `Query`, `await classifier.identify(query)` (or `genre`), and
@@ -27,8 +28,8 @@ ProgressCallback = Callable[[str, int, int], Awaitable[None]]
 class Query:
     """What to listen to: a link (`source`) or a local file (`path`), optionally from `at` seconds.
 
-    duration_s: how much to analyse from the start point (None: the classifier's default, i.e. the
-    fetch window for links and the whole file, up to the audio limit, for files).
+    duration_s: how much to analyse from the start point, at most max_clip_seconds (None: the fetch
+    window, fetch_window_seconds, for links; max_clip_seconds for files, with a hint when the file is cut).
     """
 
     source: "Source | None" = None
@@ -51,6 +52,10 @@ class Query:
 
 @runtime_checkable
 class Classifier(Protocol):
+    async def start(self) -> "Classifier":
+        """Be ready before the first user waits: the in-process engine loads its networks; a client has nothing to do."""
+        ...
+
     async def genre(self, query: Query, progress: ProgressCallback | None = None) -> GenreReport: ...
     async def identify(self, query: Query, progress: ProgressCallback | None = None) -> Verdict: ...
     async def about(self) -> dict[str, Any]: ...

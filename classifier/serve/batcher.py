@@ -9,6 +9,11 @@ costs about what one costs), and one owner means the model is loaded once and ne
 `max_batch_wait_ms`: a lone request pays a few milliseconds, and a burst shares one network call. While a
 batch runs, newer patches queue up; the next batch takes them at once, so under load nobody waits for the
 timer. A request's patches may be split across batches; its result is complete when every patch is back.
+
+Priorities: each request carries one (`INTERACTIVE` = 0 by default, `BULK` = 1). A batch takes the most
+urgent waiting patches first and fills what room is left with less urgent ones, so a long job (a whole DJ
+set analysed for a tracklist) that queues thousands of patches never holds a short identify back by more
+than the one batch already in the network.
 """
 
 from __future__ import annotations
@@ -31,9 +36,14 @@ from classifier.model.backbone import (
     load_params,
 )
 
-__all__ = ["ModelWorker", "Network", "BatchHook"]
+__all__ = ["ModelWorker", "Network", "BatchHook", "INTERACTIVE", "BULK"]
 
 log = logging.getLogger(__name__)
+
+INTERACTIVE = 0
+"""A person waits for the answer (identify, genre): its patches go first."""
+BULK = 1
+"""Long work nobody waits on batch by batch (a tracklist): it takes the room interactive patches leave."""
 
 
 class Network(Protocol):
@@ -62,6 +72,7 @@ class _Item:
     future: "asyncio.Future[BackboneOutput]"
     loop: asyncio.AbstractEventLoop
     enqueued: float
+    priority: int = INTERACTIVE
     taken: int = 0                 # patches already put into a batch
     done: int = 0                  # patches whose outputs are written
     cancelled: bool = False
@@ -106,6 +117,8 @@ class ModelWorker:
     names : the backbones to load (all must share DSP params for a request to use several)
     max_batch_size : most patches gathered into one batch (from any number of requests)
     max_batch_wait_ms : how long the oldest waiting patch may wait for the batch to fill
+    may_fill : whether anyone else could add patches now (the engine: another job is in flight); when it
+        says no, a batch runs at once instead of waiting for patches that cannot come. Default: always wait.
     network_batch_size : patches per network call within a batch (default: max_batch_size). On a CPU the
         cost per patch is flat in the batch size while activation memory grows with it (chunks of 16: 1.2 GB
         RSS; one call of 64: 2.3 GB, both backbones), so CPU hosts keep this small; GPU hosts raise it.
@@ -115,7 +128,8 @@ class ModelWorker:
 
     def __init__(self, names: Sequence[str] = ("msd_musicnn", "mtt_musicnn"), *, max_batch_size: int = 64,
                  max_batch_wait_ms: float = 10.0, network_batch_size: int | None = None,
-                 on_batch: BatchHook | None = None, loader: Callable[[str], Network] = _load_backbone) -> None:
+                 on_batch: BatchHook | None = None, loader: Callable[[str], Network] = _load_backbone,
+                 may_fill: Callable[[], bool] | None = None) -> None:
         if max_batch_size < 1 or (network_batch_size is not None and network_batch_size < 1):
             raise ValueError("batch sizes must be >= 1")
         self.names = tuple(names)
@@ -124,7 +138,8 @@ class ModelWorker:
         self.max_wait_s = max(0.0, max_batch_wait_ms / 1000.0)
         self._params = {n: load_params(n) for n in self.names}
         self._labels = {n: load_labels(n) for n in self.names}
-        self.on_batch = on_batch     # set by the service to its metrics before start()
+        self.on_batch = on_batch     # set by the engine to its metrics before start()
+        self.may_fill = may_fill     # set by the engine before start()
         self._loader = loader
         self._nets: dict[str, Network] = {}
         self._cond = threading.Condition()
@@ -151,8 +166,11 @@ class ModelWorker:
         with self._cond:
             return sum(it.n - it.taken for it in self._items if not it.cancelled)
 
-    async def predict(self, model: str, patches: np.ndarray) -> BackboneOutput:
-        """Run `model` over `patches` [shape=(n, frames, mels), float32] in the next batches; n may be 0."""
+    async def predict(self, model: str, patches: np.ndarray, *, priority: int = INTERACTIVE) -> BackboneOutput:
+        """Run `model` over `patches` [shape=(n, frames, mels), float32] in the next batches; n may be 0.
+
+        priority : lower goes first (`INTERACTIVE`, `BULK`); within a priority, first come first served.
+        """
         if model not in self._params:
             raise ValueError(f"this worker does not load {model!r}")
         x = np.asarray(patches, dtype=np.float32)
@@ -160,7 +178,7 @@ class ModelWorker:
             return BackboneOutput(np.zeros((0, 50), np.float32), np.zeros((0, 200), np.float32),
                                   np.zeros((0, 1506), np.float32))
         loop = asyncio.get_running_loop()
-        item = _Item(model, x, None, loop.create_future(), loop, time.monotonic())
+        item = _Item(model, x, None, loop.create_future(), loop, time.monotonic(), priority)
         self._enqueue(item, self._items)
         return await self._wait(item)
 
@@ -250,9 +268,10 @@ class ModelWorker:
                     return None
                 self._cond.wait()
                 continue
-            head = self._items[0]
+            head = min(self._items, key=lambda it: it.priority)    # the oldest of the most urgent
             wait = head.enqueued + self.max_wait_s - time.monotonic()
-            if wait > 0 and not self._closing and self._queued(head.model) < self.max_batch_size:
+            if wait > 0 and not self._closing and self._queued(head.model) < self.max_batch_size \
+                    and (self.may_fill is None or self.may_fill()):
                 self._cond.wait(wait)
                 continue
             return head.model, self._take(head.model)
@@ -268,10 +287,10 @@ class ModelWorker:
         return sum(it.n - it.taken for it in self._items if it.model == model)
 
     def _take(self, model: str) -> list[tuple[_Item, int, int]]:
-        """Up to max_batch_size patches of `model`, oldest requests first; a request may be split."""
+        """Up to max_batch_size patches of `model`, most urgent then oldest first; a request may be split."""
         room = self.max_batch_size
         batch: list[tuple[_Item, int, int]] = []
-        for it in list(self._items):
+        for it in sorted(self._items, key=lambda it: it.priority):     # stable: FIFO within a priority
             if it.model != model:
                 continue
             k = min(room, it.n - it.taken)

@@ -1,4 +1,4 @@
-"""The classifier the settings ask for: over HTTP when CLASSIFIER_URL is set, else in this process."""
+"""The classifier the settings ask for: over HTTP when CLASSIFIER_URL is set, else the engine in this process."""
 
 from __future__ import annotations
 
@@ -14,6 +14,6 @@ def make_classifier(settings: Settings) -> Classifier:
         from classifier.serve.remote import RemoteClassifier
 
         return RemoteClassifier(settings)
-    from classifier.serve.local import LocalClassifier
+    from classifier.serve.engine import Engine
 
-    return LocalClassifier(settings)
+    return Engine(settings)

@@ -5,10 +5,12 @@
     GET  /v1/about                 the backbones and the active artist model
     GET  /healthz  /readyz  /metrics  /openapi.json
 
-One request: auth -> admission (at most max_queue_jobs jobs held; past it 429 + Retry-After) -> the body
-to a temp file, or the link fetched by fetch.py -> decode and features in a bounded thread pool (jobs.py)
--> patches to the one model worker (batcher.py), which batches them with every other request's -> finish
--> the JSON the CLI prints. Errors become `SpyError.to_dict()` with the class's HTTP status, in one middleware.
+This module only speaks HTTP: auth, body limits, the request parsed into the engine's one input value
+(`Query`: a link, or the uploaded body spooled to a temp file, with at/seconds/name), and the answer's
+`to_dict()` rendered back. Everything else is the engine's (engine.py), the same object the CLI and the bots
+run in-process: admission (max_queue_jobs; past it 429 + Retry-After) and the deadline (held while the body
+uploads too), fetch, decode pool, batching, head, vote. Errors become `SpyError.to_dict()` with the class's
+HTTP status, in one middleware.
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from aiohttp import BodyPartReader, web
 
 from classifier import errors
-from classifier.audio import features
-from classifier.serve import tfserving
+from classifier.serve.api import Query
 from classifier.serve.batcher import ModelWorker
-from classifier.serve.jobs import Clip, Jobs
+from classifier.serve.engine import Engine, Kind
 from classifier.serve.metrics import Metrics
+from classifier.serve.openapi import openapi
 from classifier.settings import Settings
 
-__all__ = ["make_app", "serve", "check_bind", "is_loopback", "SETTINGS", "WORKER", "JOBS", "METRICS"]
+__all__ = ["make_app", "serve", "check_bind", "is_loopback", "SETTINGS", "ENGINE"]
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +145,9 @@ def _is_audio_type(ctype: str) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def _request_clip(request: web.Request, jobs: Jobs) -> AsyncIterator[Clip]:
-    """The audio a request names: its JSON link fetched, or its body saved; temporary files removed after."""
-    s = jobs.settings
+async def _request_query(request: web.Request, settings: Settings) -> AsyncIterator[Query]:
+    """The audio a request names, as the engine's `Query`: its JSON link, or its body saved to a temporary
+    file that is removed afterwards."""
     ctype = request.content_type
     if ctype == "application/json":
         from classifier.sources.links import find_source
@@ -155,57 +157,41 @@ async def _request_clip(request: web.Request, jobs: Jobs) -> AsyncIterator[Clip]
         if at is not None and (isinstance(at, bool) or not isinstance(at, (str, int, float))):
             raise errors.BadRequest('"at" must be a time like 1:02:03 or a number of seconds.')
         seconds = _number(body.get("seconds"), "seconds")
-        source = find_source(body["url"], at=at if at != "" else None, extra_hosts=s.fetch_extra_hosts)
-        window = min(seconds or s.fetch_window_seconds, s.max_clip_seconds)
-        t0 = time.perf_counter()
-        async with jobs.fetcher.window(source, window_s=window) as fetched:
-            # the fetched file holds just the window; timeline positions stay relative to the source
-            yield Clip(fetched.path, 0.0, None, fetched.start_s, fetched.hint, source.display_url(), source.host,
-                       fetch_s=time.perf_counter() - t0)
+        yield Query(source=find_source(body["url"], at=at if at != "" else None, extra_hosts=settings.fetch_extra_hosts),
+                    duration_s=seconds)
         return
     with tempfile.TemporaryDirectory(prefix="spy-upload-") as tmp:
         dest = Path(tmp) / "audio"
         if ctype == "multipart/form-data":
-            fields = await _read_multipart(request, dest, s.max_body_bytes)
+            fields = await _read_multipart(request, dest, settings.max_body_bytes)
             at, seconds = _start(fields.get("at")), _number(fields.get("seconds"), "seconds")
         else:
             fields = {k: request.query[k] for k in ("at", "seconds", "name") if k in request.query}
             at, seconds = _start(fields.get("at")), _number(fields.get("seconds"), "seconds")  # before the body
-            await _copy(functools.partial(request.content.read, _CHUNK), dest, s.max_body_bytes)
+            await _copy(functools.partial(request.content.read, _CHUNK), dest, settings.max_body_bytes)
         name = (fields.get("name") or "audio").strip()[:200] or "audio"
-        yield Clip(dest, at or 0.0, seconds, at or 0.0, None, name, "upload")
+        yield Query(path=dest, at=at, duration_s=seconds, label=name)
 
 
 # --- handlers ------------------------------------------------------------------------------------------------
 
 SETTINGS = web.AppKey("settings", Settings)
-WORKER = web.AppKey("worker", ModelWorker)
-JOBS = web.AppKey("jobs", Jobs)
-METRICS = web.AppKey("metrics", Metrics)
+ENGINE = web.AppKey("engine", Engine)
 
 
-async def _classify(request: web.Request, kind: str) -> web.Response:
-    jobs = request.app[JOBS]
-    s = jobs.settings
-    jobs.check_open()
+async def _classify(request: web.Request, kind: Kind) -> web.Response:
+    engine = request.app[ENGINE]
+    s = engine.settings
+    engine.check_open()
     ctype = request.content_type
     if ctype not in ("application/json", "multipart/form-data") and not _is_audio_type(ctype):
         raise errors.UnsupportedMedia(detail=f"content type {ctype!r}")
     limit = _JSON_MAX_BYTES if ctype == "application/json" else s.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit, f"Content-Length {request.content_length}")
-    with jobs.admit() as job:
-        deadline = asyncio.timeout(s.request_deadline_s)
-        try:
-            async with deadline:
-                head = await jobs.head() if kind == "identify" else None
-                async with _request_clip(request, jobs) as clip:
-                    result = await (jobs.identify(job, clip, head) if head is not None else jobs.genre(job, clip))
-        except TimeoutError:
-            if deadline.expired():
-                raise errors.DeadlineExceeded(detail=f"job {job} ran past {s.request_deadline_s} s") from None
-            raise
-    return web.json_response(result)
+    async with engine.admitted(kind) as job, _request_query(request, s) as query:
+        answer = await engine.run(job, query)
+    return web.json_response(answer.to_dict())
 
 
 async def handle_genre(request: web.Request) -> web.Response:
@@ -220,15 +206,9 @@ async def handle_identify(request: web.Request) -> web.Response:
 
 async def handle_about(request: web.Request) -> web.Response:
     """The backbones and the active artist model."""
-    jobs = request.app[JOBS]
-    jobs.check_open()
-    try:
-        head = await jobs.head()
-    except errors.NoModel:
-        model = None
-    else:
-        model = {"id": head.id, "artists": list(head.labels), "created": head.created, "summary": head.summary}
-    return web.json_response({"backbones": list(jobs.worker.names), "model": model})
+    engine = request.app[ENGINE]
+    engine.check_open()
+    return web.json_response(await engine.about())
 
 
 async def handle_healthz(request: web.Request) -> web.Response:
@@ -238,21 +218,15 @@ async def handle_healthz(request: web.Request) -> web.Response:
 
 async def handle_readyz(request: web.Request) -> web.Response:
     """Ready: the model is loaded and warm, and the service is not shutting down."""
-    request.app[JOBS].check_open()
-    return web.json_response({"status": "ready", "models": list(request.app[WORKER].names)})
+    engine = request.app[ENGINE]
+    engine.check_open()
+    return web.json_response({"status": "ready", "models": list(engine.worker.names)})
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
     """Prometheus text format."""
-    jobs, worker = request.app[JOBS], request.app[WORKER]
-    gauges = {
-        "spy_ready": ("1 when the model is loaded and warm.", float(jobs.ready)),
-        "spy_queue_jobs": ("Jobs held (waiting or running).", float(jobs.active)),
-        "spy_queue_jobs_limit": ("max_queue_jobs.", float(jobs.settings.max_queue_jobs)),
-        "spy_queue_patches": ("Patches waiting for a network batch.", float(worker.queued_patches())),
-    }
-    return web.Response(text=request.app[METRICS].render(gauges), content_type="text/plain",
-                        headers={"X-Content-Type-Options": "nosniff"})
+    body, content_type = request.app[ENGINE].metrics.render(request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type, "X-Content-Type-Options": "nosniff"})
 
 
 async def handle_openapi(request: web.Request) -> web.Response:
@@ -280,7 +254,7 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     except Exception:
         log.exception("unexpected error on %s %s", request.method, route)
         response = error_response(errors.SpyError())
-    request.app[METRICS].request(route, request.method, response.status, time.perf_counter() - t0)
+    request.app[ENGINE].metrics.request(route, request.method, response.status, time.perf_counter() - t0)
     return response
 
 
@@ -323,22 +297,21 @@ async def _watch_lag(metrics: Metrics, interval_s: float = 0.05) -> None:
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Load the model in the background (/readyz says when), measure loop lag; on exit stop both cleanly."""
-    worker, jobs = app[WORKER], app[JOBS]
-    loading = asyncio.create_task(jobs.start(), name="spy-model-load")
+    engine = app[ENGINE]
+    loading = asyncio.create_task(engine.start(), name="spy-model-load")
     loading.add_done_callback(_report_load)
-    lag = asyncio.create_task(_watch_lag(app[METRICS]), name="spy-loop-lag")
+    lag = asyncio.create_task(_watch_lag(engine.metrics), name="spy-loop-lag")
     yield
     lag.cancel()
     # aiohttp has stopped listening and waited for the requests in flight; now the worker and pool go
-    await worker.close()
+    await engine.aclose()
     with contextlib.suppress(BaseException):
         await loading
-    await jobs.close()
     with contextlib.suppress(asyncio.CancelledError):
         await lag
 
 
-def _report_load(task: asyncio.Task[None]) -> None:
+def _report_load(task: asyncio.Task[Engine]) -> None:
     if task.cancelled():
         return
     exc = task.exception()
@@ -347,27 +320,28 @@ def _report_load(task: asyncio.Task[None]) -> None:
 
 
 async def _drain(app: web.Application) -> None:
-    app[JOBS].draining = True
-    log.info("shutting down: refusing new jobs, finishing %d in flight", app[JOBS].active)
+    app[ENGINE].drain()
 
 
-def make_app(settings: Settings, *, worker: ModelWorker | None = None) -> web.Application:
-    """The service's aiohttp application (the model loads when the app starts)."""
-    metrics = Metrics()
-    if worker is None:
-        # With SPY_TFSERVING_URL the network runs in TensorFlow Serving (`spy export`); batching stays ours.
-        remote = ({"loader": tfserving.loader(settings.tfserving_url, timeout_s=settings.tfserving_timeout_s)}
-                  if settings.tfserving_url else {})
-        worker = ModelWorker(max_batch_size=settings.max_batch_size, max_batch_wait_ms=settings.max_batch_wait_ms,
-                             network_batch_size=min(settings.batch_size, settings.max_batch_size), **remote)
-    if worker.on_batch is None:
-        worker.on_batch = metrics.batch
+def make_app(settings: Settings, *, worker: ModelWorker | None = None, engine: Engine | None = None) -> web.Application:
+    """The service's aiohttp application around one `Engine` (it loads the model when the app starts).
+
+    worker : the model worker for a new engine (tests pass one with a stand-in network)
+    engine : an engine to serve (default: a new one that answers 503 until it is ready)
+    """
+    if engine is None:
+        engine = Engine(settings, worker=worker, auto_start=False)
+    # What /metrics exports beside the engine's counters; the autoscaler (deploy/classifier-hpa.yaml) scales
+    # replicas on spy_queue_jobs against spy_queue_jobs_limit.
+    m = engine.metrics
+    m.gauge("spy_ready", "1 when the model is loaded and warm.", lambda: float(engine.ready))
+    m.gauge("spy_queue_jobs", "Jobs held (waiting or running).", lambda: float(engine.active))
+    m.gauge("spy_queue_jobs_limit", "max_queue_jobs.", lambda: float(engine.settings.max_queue_jobs))
+    m.gauge("spy_queue_patches", "Patches waiting for a network batch.", engine.worker.queued_patches)
     app = web.Application(middlewares=[error_middleware, auth_middleware(settings.classifier_token.get_secret_value())],
                           client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
-    app[WORKER] = worker
-    app[METRICS] = metrics
-    app[JOBS] = Jobs(settings, worker, metrics)
+    app[ENGINE] = engine
     app.router.add_post("/v1/genre", handle_genre)
     app.router.add_post("/v1/identify", handle_identify)
     app.router.add_get("/v1/about", handle_about)
@@ -406,87 +380,11 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     host = host or settings.serve_host
     port = settings.serve_port if port is None else port
     check_bind(settings, host)
+    from classifier.audio import features
+
     features.limit_blas_threads()  # jobs run in parallel threads: BLAS inside one job gets one thread
     log.info("classifier service on http://%s:%d (auth: %s; batches <= %d patches, queue <= %d jobs)", host, port,
              "bearer token" if settings.classifier_token else "none", settings.max_batch_size, settings.max_queue_jobs)
     # handler_cancellation: a client that hangs up takes its patches out of the batch queue with it
     web.run_app(make_app(settings), host=host, port=port, print=None, handler_cancellation=True,
                 shutdown_timeout=settings.request_deadline_s + 5.0)
-
-
-# --- the API, described ---------------------------------------------------------------------------------------
-
-def openapi(settings: Settings) -> dict[str, Any]:
-    err = {"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    audio_body = {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/Link"}},
-            "audio/*": {"schema": {"type": "string", "format": "binary"}},
-            "video/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-                "file": {"type": "string", "format": "binary"}, "at": {"type": "string"},
-                "seconds": {"type": "number"}, "name": {"type": "string"}}}},
-        },
-    }
-    params = [
-        {"name": "at", "in": "query", "schema": {"type": "string"}, "description": "start, e.g. 1:02:03 (uploads)"},
-        {"name": "seconds", "in": "query", "schema": {"type": "number"},
-         "description": f"how much to analyse (at most max_clip_seconds = {settings.max_clip_seconds:g})"},
-        {"name": "name", "in": "query", "schema": {"type": "string"}, "description": "shown as the answer's source"},
-    ]
-    errors_doc = {str(code): err for code in (400, 401, 413, 415, 422, 429, 502, 503, 504)}
-
-    def post(summary: str, schema: str) -> dict[str, Any]:
-        return {"post": {"summary": summary, "security": [{"bearer": []}], "parameters": params,
-                         "requestBody": audio_body,
-                         "responses": {"200": {"description": "OK", "content": {"application/json": {
-                             "schema": {"$ref": f"#/components/schemas/{schema}"}}}}, **errors_doc}}}
-
-    def probe(summary: str) -> dict[str, Any]:
-        return {"get": {"summary": summary, "responses": {"200": {"description": "OK"}, "503": err}}}
-
-    cand = {"type": "object", "properties": {"score": {"type": "number"}, "votes": {"type": "integer"}}}
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Deep House Spy classifier", "version": "1",
-                 "description": "Who made this track? Genres and artist style for a clip. Send a YouTube/SoundCloud "
-                                "link as JSON or the audio itself. Errors: {\"error\": code, \"message\": text}; "
-                                f"bodies up to {settings.max_body_bytes} bytes; 429 with Retry-After when the "
-                                f"queue ({settings.max_queue_jobs} jobs) is full."},
-        "paths": {
-            "/v1/genre": post("Genres and descriptors of a clip", "GenreReport"),
-            "/v1/identify": post("The enrolled artists whose style the clip most resembles", "Verdict"),
-            "/v1/about": {"get": {"summary": "Backbones and the active artist model", "security": [{"bearer": []}],
-                                  "responses": {"200": {"description": "OK"}, "401": err}}},
-            "/healthz": probe("Alive"),
-            "/readyz": probe("Model loaded and warm"),
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OK"}}}},
-        },
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Link": {"type": "object", "required": ["url"], "properties": {
-                    "url": {"type": "string"}, "at": {"type": ["string", "number"]}, "seconds": {"type": "number"}}},
-                "Error": {"type": "object", "required": ["error", "message"], "properties": {
-                    "error": {"type": "string"}, "message": {"type": "string"}, "retry_after_s": {"type": "number"}}},
-                "GenreReport": {"type": "object", "required": ["source", "seconds", "slices", "genres", "descriptors"],
-                                "properties": {"source": {"type": "string"}, "start": {"type": "number"},
-                                               "seconds": {"type": "number"}, "slices": {"type": "integer"},
-                                               "genres": {"type": "array", "items": cand},
-                                               "descriptors": {"type": "array", "items": cand},
-                                               "timings": {"type": "object"}, "hint": {"type": ["string", "null"]},
-                                               "timeline": {"type": "array"}}},
-                "Verdict": {"type": "object", "required": ["source", "artists", "verdict", "confidence", "model"],
-                            "properties": {"source": {"type": "string"}, "seconds": {"type": "number"},
-                                           "slices": {"type": "integer"}, "artists": {"type": "array", "items": cand},
-                                           "confidence": {"type": "number"}, "vote_share": {"type": "number"},
-                                           "verdict": {"enum": ["identified", "unknown"]},
-                                           "genres": {"type": "array", "items": cand}, "model": {"type": "object"},
-                                           "timings": {"type": "object"}, "hint": {"type": ["string", "null"]},
-                                           "timeline": {"type": "array"}}},
-            },
-        },
-    }

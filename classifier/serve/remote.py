@@ -2,7 +2,7 @@
 
 Files are uploaded as a raw body with an audio content type (`?at=&seconds=&name=`); links go as JSON
 `{"url", "at", "seconds"}` and the service fetches them. The service's errors come back as the same
-`classifier.errors` classes (by their code), so a front end cannot tell this from LocalClassifier.
+`classifier.errors` classes (by their code), so a front end cannot tell this from the in-process Engine.
 429 and 503 answers that carry `Retry-After` are retried after that many seconds, within the call's
 overall timeout (`classifier_timeout_s`); a service that cannot be reached is `ClassifierUnavailable`.
 """
@@ -92,6 +92,10 @@ class RemoteClassifier:
 
     async def about(self) -> dict[str, Any]:
         return await self._call("GET", "/v1/about")
+
+    async def start(self) -> "RemoteClassifier":
+        """Nothing to load here: the service loads the model (its /readyz says when); the session opens on first use."""
+        return self
 
     async def aclose(self) -> None:
         if self._session is not None and self._own_session:

@@ -9,7 +9,7 @@ The model is one `spy export` wrote (`classifier/export.py` documents the signat
 worker gets these instead of in-process networks when TF Serving is configured (`loader`), so requests are
 still batched across users here, and TF Serving can batch again across service replicas.
 
-Blocking by design: the service's one model thread (or LocalClassifier's worker) calls it. One keep-alive
+Blocking by design: the engine's one model thread (in `spy serve` or in-process) calls it. One keep-alive
 connection per instance, guarded by a lock. Every failure is `ClassifierUnavailable` (HTTP 503 to the caller).
 
 Why floats as text with 9 significant digits: that is the shortest decimal form that gives every float32 back

@@ -19,7 +19,7 @@ from classifier import errors
 from classifier.model.verdict import GenreReport, TimelinePoint, Verdict
 from classifier.model.voting import Candidate
 from classifier.serve.api import ProgressCallback, Query
-from classifier.serve.local import LocalClassifier
+from classifier.serve.engine import Engine
 from classifier.settings import Settings
 from classifier.training import demo
 from tests.fakes.media_host import MediaHost
@@ -103,9 +103,9 @@ def down() -> StubClassifier:
 # --- fixtures for the end-to-end bot tests (named apart, so that test parameters do not shadow them) ------------
 
 @pytest.fixture(name="local")
-async def local_fixture(trained5: Settings) -> AsyncIterator[LocalClassifier]:
+async def local_fixture(trained5: Settings) -> AsyncIterator[Engine]:
     """The real classifier, in process, on the five procedural artists."""
-    clf = LocalClassifier(trained5)
+    clf = Engine(trained5)
     yield clf
     await clf.aclose()
 
