@@ -414,8 +414,8 @@ def about_text(about: Mapping[str, Any], m: Markup = PLAIN) -> str:
     model = about.get("model") or None
     backbones = ", ".join(str(b) for b in about.get("backbones") or ()) or "the tagging networks"
     if not model:
-        return e("No artists are enrolled yet, so I can only tell genres. "
-                 f"Genres come from {backbones}.")
+        return "\n".join([e("No artists are enrolled yet, so I can only tell genres. "
+                           f"Genres come from {backbones}.")] + _fetch_line(about, m))
     names = [str(a) for a in model.get("artists") or ()]
     lines = [m.bold(e(f"Model {model.get('id', '?')}")) + e(f": {len(names)} artists")]
     if model.get("created"):
@@ -426,7 +426,21 @@ def about_text(about: Mapping[str, Any], m: Markup = PLAIN) -> str:
                                                                len(names) > len(shown) else "")))
     lines.append(e(f"Genres come from {backbones}. I compare each 3-s slice of a clip with the artists I know "
                    "and let the slices vote."))
-    return "\n".join(lines)
+    return "\n".join(lines + _fetch_line(about, m))
+
+
+def _fetch_line(about: Mapping[str, Any], m: Markup) -> list[str]:
+    """"Links: yt-dlp 2026.10.26; YouTube challenges: deno 2.9.8 with yt-dlp-ejs 0.8.0" (or what is missing)."""
+    tools = about.get("fetch")
+    if not isinstance(tools, Mapping):
+        return []
+    from classifier.sources.jsruntime import FetchTools
+
+    try:
+        line = FetchTools(**tools).summary()
+    except TypeError:                    # a service of another version: say nothing rather than something wrong
+        return []
+    return [m.escape(f"Links: {line}.")]
 
 
 # --- commands, menus and usage -------------------------------------------------------------------------

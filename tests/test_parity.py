@@ -169,6 +169,8 @@ async def test_about(both: tuple[Settings, Classifier, Classifier]) -> None:
     _, local, remote = both
     here, there = await local.about(), await remote.about()
     assert here == there and here["model"] is not None and len(here["model"]["artists"]) == 3
+    # what fetching links needs, as the process that fetches sees it (setup installs both: `spy about` checks)
+    assert here["fetch"]["ytdlp_version"] and here["fetch"]["runtime_ok"] is True
 
 
 # --- refusals -----------------------------------------------------------------------------------------------------

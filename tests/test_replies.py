@@ -182,3 +182,13 @@ def test_rows_come_from_candidates_in_order() -> None:
 def test_clipped_note_says_which_part_was_heard() -> None:
     assert replies.clipped_note(120.0) == "I listened to the first 2 min."
     assert replies.clipped_note(120.0, 3723.0) == "I listened to 2 min from 1:02:03."
+
+
+def test_about_says_what_fetching_links_needs() -> None:
+    tools = {"ytdlp_version": "2026.10.26", "solver_version": "0.8.0", "runtime": "deno",
+             "runtime_path": "/v/bin/deno", "runtime_version": "2.9.8", "runtime_ok": True}
+    text = replies.about_text({"backbones": ["msd_musicnn"], "model": None, "fetch": tools})
+    assert text.endswith("Links: yt-dlp 2026.10.26; YouTube challenges: deno 2.9.8 with yt-dlp-ejs 0.8.0.")
+    missing = replies.about_text({"model": None, "fetch": {**tools, "runtime_ok": False, "runtime_path": None}})
+    assert "NO JavaScript runtime" in missing.splitlines()[-1]
+    assert "Links:" not in replies.about_text({"model": None, "fetch": {"from": "a newer service"}})

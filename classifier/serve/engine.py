@@ -113,6 +113,7 @@ class Engine:
         self._job_s = 1.0                       # moving average of a job's wall time, for Retry-After
         self._finished: deque[float] = deque()  # when recent jobs finished, for Retry-After
         self._fetcher: Fetcher | None = None
+        self._fetch_tools: dict[str, Any] | None = None   # what about() says of yt-dlp and its JS runtime
         self._warm = False
         self._starting: asyncio.Future[None] | None = None
 
@@ -188,7 +189,8 @@ class Engine:
         return answer
 
     async def about(self) -> dict[str, Any]:
-        """The backbones and the active artist model (None before `spy train`)."""
+        """The backbones, the active artist model (None before `spy train`) and the fetch tools (yt-dlp's
+        version, YouTube's JavaScript runtime: `sources.jsruntime.FetchTools.to_dict()`)."""
         await self._open()
         try:
             head = await self.head()
@@ -196,7 +198,12 @@ class Engine:
             model = None
         else:
             model = {"id": head.id, "artists": list(head.labels), "created": head.created, "summary": head.summary}
-        return {"backbones": list(self.worker.names), "model": model}
+        if self._fetch_tools is None:     # a subprocess (the JS runtime's --version): once, off the loop
+            from classifier.sources import jsruntime
+
+            tools = await asyncio.to_thread(jsruntime.about, self.settings.js_runtime_path)
+            self._fetch_tools = tools.to_dict()
+        return {"backbones": list(self.worker.names), "model": model, "fetch": self._fetch_tools}
 
     # -- admission ---------------------------------------------------------------------------------------
     @contextlib.asynccontextmanager
