@@ -306,7 +306,8 @@ async def test_a_refused_job_is_logged_with_its_code(tmp_path: Path, audio_dir: 
             await engine.genre(Query(path=audio_dir / "silence.wav"))
         with pytest.raises(errors.NoModel):
             await engine.identify(Query(path=audio_dir / "loop.wav"))
-        assert await engine.about() == {"backbones": ["msd_musicnn", "mtt_musicnn"], "model": None}
+        about = await engine.about()
+        assert (about["backbones"], about["model"]) == (["msd_musicnn", "mtt_musicnn"], None)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("job ")]
     assert lines == ["job 1 genre host=file refused: silent (rms -inf dBFS)", "job 2 identify host=file refused: no_model ()"]
 
