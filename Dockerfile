@@ -82,6 +82,8 @@ ENV SPY_DATA_DIR=/srv/spy/data \
     KERAS_HOME=/tmp/.keras \
     MPLCONFIGDIR=/tmp/.matplotlib \
     NUMBA_CACHE_DIR=/tmp/.numba \
+    DENO_DIR=/tmp/.deno \
+    DENO_NO_UPDATE_CHECK=1 \
     TF_CPP_MIN_LOG_LEVEL=2
 WORKDIR /srv/spy
 RUN mkdir -p /srv/spy/data && chown spy:spy /srv/spy/data
@@ -107,6 +109,8 @@ CMD ["bot"]
 # --- target: the classifier service on CPU ------------------------------------------------------------------------
 FROM runtime-ffmpeg AS classifier
 COPY --from=app-cpu /opt/venv /opt/venv
+# YouTube needs a JavaScript runtime and yt-dlp's solver scripts (both from pip): fail the build without them.
+RUN ["spy", "about"]
 # The service binds beyond loopback only with CLASSIFIER_TOKEN set (it refuses to start otherwise).
 ENV SPY_SERVE_HOST=0.0.0.0 \
     SPY_SERVE_PORT=8080
@@ -120,6 +124,8 @@ CMD ["serve"]
 # --- target: the classifier service on an NVIDIA GPU --------------------------------------------------------------
 FROM runtime-ffmpeg AS classifier-gpu
 COPY --from=app-gpu /opt/venv /opt/venv
+# YouTube needs a JavaScript runtime and yt-dlp's solver scripts (both from pip): fail the build without them.
+RUN ["spy", "about"]
 # tensorflow[and-cuda] brings CUDA and cuDNN as wheels; the NVIDIA container toolkit adds the host's driver.
 # Growing GPU memory on demand lets TF Serving or a second replica share the card.
 ENV SPY_SERVE_HOST=0.0.0.0 \
