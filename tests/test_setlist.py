@@ -7,7 +7,13 @@ import re
 
 import pytest
 
-from classifier.model.setlist import MAX_CUE_TRACKS, Segment, TooManyTracks, Tracklist, cue_time
+from classifier.model.setlist import (
+    MAX_CUE_TRACKS,
+    Segment,
+    TooManyTracks,
+    Tracklist,
+    cue_time,
+)
 from classifier.model.voting import Candidate
 
 

@@ -6,8 +6,8 @@ tempo-shifted copies of each training track (`enrol_items(..., variants=...)`), 
 artist at the tempos a set plays it.
 
 Why ffmpeg filters and not numpy/librosa: decoding already goes through ffmpeg, its `rubberband` filter
-is the time-stretcher DJ software uses for key lock (ffmpeg's `atempo` is the fallback when it is not
-built in), and a filter chain streams, so a variant of a 10-minute track never sits in memory twice.
+is a time-stretcher of the kind DJ software uses for key lock (ffmpeg's `atempo` is the fallback when it
+is not built in), and a filter chain streams, so `write` renders a whole track to disk in flat memory.
 
 Tempo conventions: `tempo` is the playback-speed factor (1.06 = the pitch fader at +6 %, the track
 lasts 1/1.06 as long). With key lock the pitch is kept; without it (a turntable, "vinyl") pitch
@@ -22,7 +22,7 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from classifier import pipeline
     from classifier.model.backbone import Backbone
 
-__all__ = ["Variant", "CLEAN", "has_rubberband", "filter_chain", "render", "stream", "parse_variants",
+__all__ = ["Variant", "CLEAN", "has_rubberband", "filter_chain", "render", "parse_variants",
            "write", "enrolment_slices"]
 
 log = logging.getLogger(__name__)
@@ -91,51 +91,35 @@ def filter_chain(v: Variant, sr: int, *, stretcher: str = "auto") -> str:
     return ",".join(parts)
 
 
-def stream(path: Path, v: Variant, sr: int, *, start_s: float = 0.0, duration_s: float | None = None,
-           chunk_seconds: float = 60.0, stretcher: str = "auto", timeout_s: float = 600.0) -> Iterator[np.ndarray]:
-    """Decode part of `path` played as `v`: mono float32 chunks at `sr` Hz.
+def render(path: Path, v: Variant, sr: int, *, start_s: float = 0.0, duration_s: float | None = None,
+           stretcher: str = "auto", timeout_s: float = 600.0) -> np.ndarray:
+    """Decode an excerpt of `path` played as `v`, mono at `sr` Hz, in one piece (excerpts are minutes long;
+    whole tracks go through `write`, which streams to a file).
 
     start_s, duration_s : the excerpt, in the *recording's* time (before the tempo change); the output
         lasts about duration_s / v.tempo seconds
 
-    Yields
-    ------
-    chunk : np.ndarray [shape=(n,), dtype=float32]
+    Returns
+    -------
+    wave : np.ndarray [shape=(n,), dtype=float32]
     """
     cmd = [decode.ffmpeg_path(), "-nostdin", "-hide_banner", "-loglevel", "error"]
     if start_s > 0:
         cmd += ["-ss", f"{start_s:.3f}"]
     if duration_s is not None:
         cmd += ["-t", f"{duration_s:.3f}"]
-    cmd += ["-i", str(path), "-vn", "-map", "0:a:0", "-ac", "1"]
     chain = filter_chain(v, sr, stretcher=stretcher)
-    cmd += (["-af", chain] if chain else []) + ["-ar", str(sr), "-f", "f32le", "pipe:1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    chunk_bytes = max(1, int(chunk_seconds * sr)) * 4
-    produced = 0
+    cmd += ["-i", str(path), "-vn", "-map", "0:a:0", "-ac", "1", *(["-af", chain] if chain else []),
+            "-ar", str(sr), "-f", "f32le", "pipe:1"]
     try:
-        assert proc.stdout is not None
-        while buf := proc.stdout.read(chunk_bytes):
-            chunk = np.frombuffer(buf[: len(buf) - len(buf) % 4], dtype="<f4").astype(np.float32)
-            produced += chunk.size
-            yield chunk
-        proc.wait(timeout=timeout_s)
-        if proc.returncode != 0 or produced == 0:
-            err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
-            raise errors.Undecodable(detail=f"ffmpeg ({chain or 'clean'}) exit {proc.returncode}: {err.strip()[:300]}")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
-def render(path: Path, v: Variant, sr: int, **kwargs: object) -> np.ndarray:
-    """The whole excerpt of `stream` as one array [shape=(n,), dtype=float32]."""
-    chunks = list(stream(path, v, sr, **kwargs))  # type: ignore[arg-type]
-    return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        res = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise errors.Undecodable("Rendering that excerpt took too long.", detail=str(path)) from exc
+    wave = np.frombuffer(res.stdout[: len(res.stdout) - len(res.stdout) % 4], dtype="<f4").astype(np.float32)
+    if res.returncode != 0 or wave.size == 0:
+        raise errors.Undecodable(detail=f"ffmpeg ({chain or 'clean'}) exit {res.returncode}: "
+                                        f"{res.stderr.decode('utf-8', 'replace').strip()[:300]}")
+    return wave
 
 
 _SPEC = re.compile(r"^(vinyl|lock)([+-]\d+(?:\.\d+)?)$")
