@@ -42,12 +42,12 @@ SR = 16000
 QUERY_S = 30.0
 CONDITIONS: tuple[augment.Variant, ...] = (
     augment.CLEAN,
-    augment.Variant("key lock +4 %", 1.04, True), augment.Variant("key lock -4 %", 0.96, True),
+    # the pitch fader's ends (+-8 %), with key lock (rubberband time-stretch) and without (vinyl)
     augment.Variant("key lock +8 %", 1.08, True), augment.Variant("key lock -8 %", 0.92, True),
-    augment.Variant("vinyl +4 %", 1.04, False), augment.Variant("vinyl -4 %", 0.96, False),
     augment.Variant("vinyl +8 %", 1.08, False), augment.Variant("vinyl -8 %", 0.92, False),
+    augment.Variant("vinyl +4 %", 1.04, False), augment.Variant("vinyl -4 %", 0.96, False),
+    # a DJ's EQ and filter moves: bass killed for a blend, a high-pass or low-pass sweep held
     augment.Variant("EQ: bass cut -12 dB", eq="bass=g=-12:f=150"),
-    augment.Variant("EQ: treble cut -12 dB", eq="treble=g=-12:f=4000"),
     augment.Variant("high-pass 400 Hz", eq="highpass=f=400:poles=2"),
     augment.Variant("low-pass 1.5 kHz", eq="lowpass=f=1500:poles=2"),
 )

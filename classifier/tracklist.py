@@ -39,13 +39,15 @@ class TracklistParams:
     feature : what the boundaries are found on: the backbone's 200-d "embedding", its 50 "tags", the
         head's per-slice artist log-"probs", or "embedding+probs" (both, each scaled to equal weight)
     merge_below : neighbours whose cores vote the same top artist are merged when the boundary between
-        them is weaker than this (one track cut in two); at or above it they stay two tracks
+        them is weaker than this (one track cut in two); at or above it they stay two tracks. Kept low
+        (0.3): on the dev mixes, 0.5 merged one true same-artist boundary and repaired one false split,
+        and 0.3 merged nothing (README "Tracklists"), so the default errs towards keeping boundaries
     k, k_genres : artists and genres kept per segment
     """
 
     segment: segment.SegmentParams = segment.SegmentParams()
     feature: str = "embedding"
-    merge_below: float = 0.5
+    merge_below: float = 0.3
     k: int = 5
     k_genres: int = 3
 

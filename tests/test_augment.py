@@ -102,3 +102,29 @@ def test_render_mix_truth(tmp_path: Path) -> None:
     # the vinyl-sped 400-Hz tone sounds at 500 Hz in its solo part; the crossfade holds both tones
     assert _pitch(wave[int(21 * SR): int(29 * SR)]) == pytest.approx(500.0, abs=3.0)
     assert mixes.Mix.load(mix.save(tmp_path / "mix.json")) == mix
+
+
+@pytest.mark.slow
+def test_enrolment_with_tempo_variants_keeps_one_track(tmp_path: Path, backbone, settings) -> None:  # noqa: ANN001
+    import tempfile
+
+    from classifier.store.index import Index
+    from classifier.training.enrol import Report, enrol_items, items_from_sources
+
+    track = demo.write_wav(tmp_path / "t.wav", demo.render("Deep Pulse", 12.0, seed=3))
+    variants = augment.parse_variants("vinyl-6,lock+8")
+    before = set(Path(tempfile.gettempdir()).glob("spy-augment-*"))
+    with Index(tmp_path / "i.sqlite3") as index:
+        plain = enrol_items(items_from_sources("A", [str(track)], Report()), index, backbone, settings, hop_s=1.5)
+        index.forget("A")
+        rep = enrol_items(items_from_sources("A", [str(track)], Report()), index, backbone, settings, hop_s=1.5,
+                          variants=variants)
+        ds = index.dataset()
+    n_plain = plain.outcomes[0].track.n_slices  # type: ignore[union-attr]
+    info = rep.outcomes[0].track
+    assert rep.outcomes[0].status == "added" and info is not None
+    # 12 s at 1.5 s: 7 slices; at 0.94x about 12.8 s: 7-8; at 1.08x about 11.1 s: 6
+    assert n_plain == 7 and 7 + 6 <= info.n_slices - n_plain <= 8 + 7
+    assert len(set(ds.track.tolist())) == 1 and len(ds.y) == info.n_slices     # all copies are one track
+    assert ds.starts.min() >= 0.0 and ds.starts.max() + 2.976 <= 12.0 + 0.2     # on the recording's own clock
+    assert set(Path(tempfile.gettempdir()).glob("spy-augment-*")) == before       # nothing left on disk
