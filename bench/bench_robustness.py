@@ -34,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import mixbench  # noqa: E402
 from scipy.io import wavfile  # noqa: E402
 
-from classifier import pipeline  # noqa: E402
+from classifier import errors, pipeline  # noqa: E402
 from classifier.model import heads, voting  # noqa: E402
 from classifier.training import augment  # noqa: E402
 
@@ -129,7 +129,11 @@ def augmented_dataset(cache_db: Path, manifest: Path, variants, seconds: float, 
                                           duration_s=span)
                     wav = Path(tmp) / "t.wav"
                     wavfile.write(wav, SR, (np.clip(wave, -1, 1) * 32767).astype(np.int16))
-                    an = pipeline.analyse(wav, [backbone], hop_s=3.0, keep_pooled=True, min_seconds=3.0)
+                    try:
+                        an = pipeline.analyse(wav, [backbone], hop_s=3.0, keep_pooled=True, min_seconds=3.0)
+                    except errors.SpyError as exc:   # a silent middle (a track's pause): nothing to learn from
+                        print(f"  {v.name} {src.path.name}: skipped ({exc.code})")
+                        continue
                     assert an.pooled is not None
                     store[f"{i:03d}|{src.artist}"] = an.pooled.astype(np.float16)
                     store[f"{i:03d}|{src.artist}|e"] = an.embedding
