@@ -242,7 +242,7 @@ def main() -> None:
     b.add_argument("manifest", type=Path)
     b.add_argument("folder", type=Path)
     b.add_argument("--test-mixes", type=int, default=3)
-    b.add_argument("--tune-mixes", type=int, default=2)
+    b.add_argument("--tune-mixes", type=int, default=1)
     b.add_argument("--tracks", type=int, default=12)
     b.add_argument("--seed", type=int, default=0)
     for name in ("eval", "speed"):
