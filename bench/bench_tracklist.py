@@ -196,6 +196,7 @@ def _child(args: argparse.Namespace) -> None:
         t1 = time.perf_counter()
         a = pipeline.analyse(args.file, [bb], hop_s=3.0, batch_size=32)
         work, n, segs = time.perf_counter() - t1, a.n_slices, 0
+        extra = {}
     else:                          # the tracklist path, cold: 10-minute chunks fed as the engine will feed them
         from classifier.model import heads
         from classifier.tracklist import TracklistBuilder
@@ -209,7 +210,8 @@ def _child(args: argparse.Namespace) -> None:
         tl = b.finish(args.file.name)
         json.dumps(tl.to_dict())
         work, n, segs = time.perf_counter() - t1, b.n_slices, len(tl.segments)
-    print(json.dumps({"work_s": work, "process_s": time.perf_counter() - t0, "slices": n, "segments": segs,
+        extra = {"segment_s": tl.timings["segment"], "head_s": tl.timings["head"]}
+    print(json.dumps({**(extra if args.child == "tracklist" else {}), "work_s": work, "process_s": time.perf_counter() - t0, "slices": n, "segments": segs,
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
@@ -232,7 +234,9 @@ def cmd_speed(args: argparse.Namespace) -> None:
         print(f"| {kind} | {r['slices']} | {r['segments']} | {wall:.1f} s | {SET_SECONDS / wall:.0f} | "
               f"{r['work_s']:.1f} s | {r['peak_rss_mib']:.0f} MiB | {l0:.1f} / {l1:.1f} |")
     print(f"\nratio tracklist / pipeline: whole process {rows[1][1] / rows[0][1]:.2f}x, analysis alone "
-          f"{rows[1][2]['work_s'] / rows[0][2]['work_s']:.2f}x (3-hour set, {path.stat().st_size / 1e6:.0f} MB MP3)")
+          f"{rows[1][2]['work_s'] / rows[0][2]['work_s']:.2f}x (3-hour set, {path.stat().st_size / 1e6:.0f} MB MP3); "
+          f"in the tracklist run: segmentation {rows[1][2]['segment_s']:.2f} s, head (incl. its share of "
+          f"bookkeeping) {rows[1][2]['head_s']:.2f} s")
 
 
 def main() -> None:
