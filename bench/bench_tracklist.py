@@ -224,7 +224,9 @@ def cmd_speed(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         res = subprocess.run([sys.executable, __file__, "speed", str(args.folder), str(args.cache), "--child", kind,
                               "--file", str(path), "--head", str(args.folder / "head")],
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SystemExit(f"{kind} run failed (exit {res.returncode}):\n{res.stderr[-3000:]}")
         wall = time.perf_counter() - t0
         r = json.loads(res.stdout.strip().splitlines()[-1])
         rows.append((kind, wall, r, load0, os.getloadavg()[0]))
