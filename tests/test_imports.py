@@ -26,13 +26,15 @@ LAYERS: dict[str, set[str]] = {
     "classifier.audio": BASE,
     "classifier.model": BASE | {"classifier.audio"},
     "classifier.pipeline": BASE | {"classifier.audio", "classifier.model"},
+    "classifier.tracklist": BASE | {"classifier.audio", "classifier.model", "classifier.pipeline"},
     "classifier.sources": BASE | {"classifier.settings"},
     "classifier.store": BASE | {"classifier.model"},
     "classifier.training": BASE | {"classifier.settings", "classifier.audio", "classifier.model",
-                                   "classifier.pipeline", "classifier.sources", "classifier.store"},
+                                   "classifier.pipeline", "classifier.tracklist", "classifier.sources",
+                                   "classifier.store"},
     "classifier.serve": BASE | {"classifier.settings", "classifier.logs", "classifier.audio", "classifier.model",
-                                "classifier.pipeline", "classifier.sources", "classifier.store",
-                                "classifier.training"},
+                                "classifier.pipeline", "classifier.tracklist", "classifier.sources",
+                                "classifier.store", "classifier.training"},
 }
 
 

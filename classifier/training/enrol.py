@@ -12,14 +12,14 @@ import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Sequence
 
 from classifier import errors, pipeline
 from classifier.audio.decode import AUDIO_SUFFIXES
 from classifier.model.backbone import Backbone
 from classifier.settings import Settings
 from classifier.store.index import Index, TrackInfo, file_hash
-from classifier.training import fingerprints
+from classifier.training import augment, fingerprints
 
 if TYPE_CHECKING:
     from classifier.sources.listing import Listing
@@ -154,13 +154,15 @@ def _already(item: Item, existing: TrackInfo) -> Outcome:
 
 def enrol_items(items: list[Item], index: Index, backbone: Backbone, settings: Settings, *,
                 hop_s: float, on_item: Callable[[Outcome], None] | None = None,
-                fetch: Callable[[str], Iterator[Path]] | None = None) -> Report:
+                fetch: Callable[[str], Iterator[Path]] | None = None,
+                variants: Sequence[augment.Variant] = ()) -> Report:
     """Enrol each item; one transaction per track. KeyboardInterrupt stops between or inside a track,
-    never leaving a half-written one (the transaction rolls back)."""
+    never leaving a half-written one (the transaction rolls back). `variants`: tempo-shifted copies of
+    each track enrolled with it, as part of the same track (training/augment.py)."""
     report = Report()
     for item in items:
         try:
-            outcome = _enrol_one(item, index, backbone, settings, hop_s=hop_s, fetch=fetch)
+            outcome = _enrol_one(item, index, backbone, settings, hop_s=hop_s, fetch=fetch, variants=variants)
         except errors.SpyError as exc:
             outcome = Outcome(item, "failed", exc.user_message)
             log.debug("enrol %s failed: %s", item.where, exc.detail)
@@ -171,18 +173,18 @@ def enrol_items(items: list[Item], index: Index, backbone: Backbone, settings: S
 
 
 def _enrol_one(item: Item, index: Index, backbone: Backbone, settings: Settings, *, hop_s: float,
-               fetch: Callable[[str], Iterator[Path]] | None) -> Outcome:
+               fetch: Callable[[str], Iterator[Path]] | None, variants: Sequence[augment.Variant] = ()) -> Outcome:
     if item.path is None:
         if fetch is None:
             raise errors.EnrolError("Enrolling links needs the fetcher.")
         for path in fetch(item.link or ""):
-            return _enrol_file(item, path, item.link or "", index, backbone, settings, hop_s=hop_s)
+            return _enrol_file(item, path, item.link or "", index, backbone, settings, hop_s=hop_s, variants=variants)
         raise errors.FetchFailed()
-    return _enrol_file(item, item.path, str(item.path), index, backbone, settings, hop_s=hop_s)
+    return _enrol_file(item, item.path, str(item.path), index, backbone, settings, hop_s=hop_s, variants=variants)
 
 
 def _enrol_file(item: Item, path: Path, source: str, index: Index, backbone: Backbone, settings: Settings,
-                *, hop_s: float) -> Outcome:
+                *, hop_s: float, variants: Sequence[augment.Variant] = ()) -> Outcome:
     digest = file_hash(path)
     existing = index.find_hash(digest, backbone.name)
     if existing is not None:
@@ -192,8 +194,10 @@ def _enrol_file(item: Item, path: Path, source: str, index: Index, backbone: Bac
                          silence_dbfs=settings.silence_dbfs, decode_timeout_s=settings.decode_timeout_s,
                          keep_pooled=True)
     assert a.pooled is not None
+    starts, embedding, pooled = (a.starts_s, a.embedding, a.pooled) if not variants else augment.enrolment_slices(
+        path, variants, backbone, a, hop_s=hop_s, batch_size=settings.batch_size, decode_timeout_s=settings.decode_timeout_s)
     track = index.add_track(artist=item.artist, title=item.title or path.stem, source=source,
                             duration_s=a.seconds, content_hash=digest, split=item.split, backbone=backbone.name,
-                            hop_s=hop_s, starts=a.starts_s, embedding=a.embedding, pooled=a.pooled)
+                            hop_s=hop_s, starts=starts, embedding=embedding, pooled=pooled)
     fingerprints.add(index, track, path)   # the known-track fingerprint; a failure leaves it to the backfill
-    return Outcome(item, "added", f"{a.n_slices} slices, {a.seconds:.0f} s", track)
+    return Outcome(item, "added", f"{len(starts)} slices, {a.seconds:.0f} s", track)
