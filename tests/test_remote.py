@@ -11,6 +11,7 @@ from typing import Any, AsyncIterator, Callable
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+import yt_dlp.version
 
 from classifier import errors
 from classifier.model.verdict import GenreReport, Verdict
@@ -83,7 +84,9 @@ async def test_a_wrong_token_is_unauthorized(served: TestClient, audio_dir: Path
 
 async def test_about_and_a_missing_file(served: TestClient, tmp_path: Path) -> None:
     async with RemoteClassifier(remote_settings(served)) as remote:
-        assert await remote.about() == {"backbones": ["msd_musicnn", "mtt_musicnn"], "model": None}
+        about = await remote.about()
+        assert (about["backbones"], about["model"]) == (["msd_musicnn", "mtt_musicnn"], None)
+        assert about["fetch"]["ytdlp_version"] == yt_dlp.version.__version__
         with pytest.raises(errors.MissingFile):
             await remote.genre(Query(path=tmp_path / "gone.mp3"))
 
