@@ -5,7 +5,7 @@
 The musicnn wheel also ships `MSD_vgg`, a 5-layer VGG (3x3 convolutions, 128 filters, batch norm, max
 pooling) trained on the same Million Song Dataset tags (its checkpoint reports a validation ROC-AUC of
 0.877, against 0.880 for MSD musicnn), although musicnn's own extractor refuses to load it. This script
-ports it to Keras (the TF1 checkpoint read by classifier/backbone.py's `read_checkpoint`), takes the max
+ports it to Keras (the TF1 checkpoint read by classifier/model/backbone.py's `read_checkpoint`), takes the max
 and mean over time and frequency of each of its five pooling layers (1,280-d per 3-s slice), and
 computes them once for every slice of every track in the cache index, sliced every 3 s (kept beside
 the index as `<db>.msd_vgg.npz`).

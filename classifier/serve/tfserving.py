@@ -5,7 +5,7 @@
              {"signature_name": "serving_default", "inputs": {"log_mel": [[[...187 x 96...]], ...]}}
         <-   {"outputs": {"tags": [[...50]], "embedding": [[...200]], "pooled": [[...1506]]}}
 
-The model is one `spy export` wrote (`classifier/export.py` documents the signature). The service's model
+The model is one `spy export` wrote (`classifier/training/export.py` documents the signature). The service's model
 worker gets these instead of in-process networks when TF Serving is configured (`loader`), so requests are
 still batched across users here, and TF Serving can batch again across service replicas.
 

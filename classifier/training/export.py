@@ -8,7 +8,7 @@ place, so a server polling the folder never loads half a model.
                             variables/
                             assets.extra/spy_export.json     what was exported, from what, with which labels
 
-Signatures (the contract `classifier/tfserving.py` and any other client rely on)
+Signatures (the contract `classifier/serve/tfserving.py` and any other client rely on)
 
     serving_default   inputs   log_mel    float32 (n, 187, 96)   log-mel patches as `features.patches` makes them
                       outputs  tags       float32 (n, 50)        sigmoid tag probabilities, labels.txt order
